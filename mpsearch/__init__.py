@@ -1,0 +1,33 @@
+"""mpsearch: per-layer mixed-precision plans for PyTorch models under memory/latency/bit budgets.
+
+    plan = mpsearch.plan(model, (x, y), budget="4bits")
+    qmodel = mpsearch.apply(model, plan)
+"""
+
+__version__ = "0.1.0"
+
+from .api import plan, sensitivity  # noqa: E402
+from .apply import apply  # noqa: E402
+from .budget import Budget  # noqa: E402
+from .errors import (  # noqa: E402
+    BudgetError,
+    DataError,
+    FormatError,
+    InfeasibleBudget,
+    ModelLoadError,
+    ModelMismatch,
+    MpsearchError,
+    NoQuantizableSites,
+    PlanError,
+)
+from .formats import get_format  # noqa: E402
+from .model import Site, fingerprint, sites  # noqa: E402
+from .plan import Plan  # noqa: E402
+from .search import solve  # noqa: E402
+from .sensitivity import SensitivityTable  # noqa: E402
+
+__all__ = [
+    "Budget", "BudgetError", "DataError", "FormatError", "InfeasibleBudget", "ModelLoadError", "ModelMismatch",
+    "MpsearchError", "NoQuantizableSites", "Plan", "PlanError", "SensitivityTable", "Site", "apply",
+    "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
+]

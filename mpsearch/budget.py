@@ -1,0 +1,151 @@
+"""Budgets: constraints on a plan's totals, parsed from strings like `4MB`, `4.5bits`, `30%`, `latency=2ms`.
+
+A budget applies to the whole model. Parameters that are not quantizable sites (biases, norms) stay
+16-bit and count as a fixed cost; `resolve` turns model-level budgets into limits on the per-site
+cost columns that the search sums.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import BudgetError
+
+# metric -> the cost-table column the search constrains
+COLUMNS = {"memory": "bytes", "bits": "bits", "latency": "latency", "energy": "energy", "bops": "bops"}
+_ALIASES = {"memory": "memory", "size": "memory", "bytes": "memory", "mem": "memory", "bits": "bits",
+            "avg_bits": "bits", "latency": "latency", "energy": "energy", "bops": "bops"}
+_BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+_SECONDS = {"s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_JOULES = {"j": 1, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6, "nj": 1e-9, "pj": 1e-12}
+_COUNT = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15}
+_UNITS = {"memory": _BYTES, "latency": _SECONDS, "energy": _JOULES, "bops": _COUNT, "bits": {"": 1, "bits": 1,
+                                                                                             "bit": 1}}
+_NUM = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+)"
+_EXAMPLES = "e.g. 4MB, 900KiB, 4.5bits, 30%, latency=2ms, energy=5mJ, bops=2G"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`value` in base units (bytes, bits per weight, seconds, joules, bit-operations), or a fraction of
+    the 16-bit model's total when `relative`."""
+
+    metric: str
+    value: float
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, text: str | Budget) -> Budget:
+        if isinstance(text, Budget):
+            return text
+        raw = str(text)
+        s = raw.strip().lower().replace(" ", "")
+        metric, eq, val = s.partition("=")
+        if eq:
+            if metric not in _ALIASES:
+                raise BudgetError(f"unknown budget metric {metric!r} in {raw!r}; use one of "
+                                  f"memory, bits, latency, energy, bops ({_EXAMPLES})")
+            metric = _ALIASES[metric]
+        else:
+            val = s
+            m = re.fullmatch(_NUM + r"(bits?)", val)
+            metric = "bits" if m else "memory"
+        m = re.fullmatch(_NUM + "%", val)
+        if m:
+            return cls._checked(metric, float(m.group(1)) / 100, True, raw)
+        m = re.fullmatch(_NUM + r"([a-zµ]*)", val)
+        if m and m.group(2) in _UNITS[metric]:
+            if metric == "memory" and not m.group(2) and not eq:
+                raise BudgetError(f"budget {raw!r} has no unit; write e.g. {raw.strip()}MB, {raw.strip()}bits or "
+                                  f"{raw.strip()}%")
+            return cls._checked(metric, float(m.group(1)) * _UNITS[metric][m.group(2)], False, raw)
+        units = ", ".join(u for u in _UNITS[metric] if u) or "no unit"
+        raise BudgetError(f"cannot parse budget {raw!r}; {metric} takes {units} or a % ({_EXAMPLES})")
+
+    @classmethod
+    def _checked(cls, metric: str, value: float, relative: bool, raw: str) -> Budget:
+        if value <= 0:
+            raise BudgetError(f"budget {raw!r} must be positive")
+        return cls(metric, value, relative)
+
+    @property
+    def column(self) -> str:
+        return COLUMNS[self.metric]
+
+    def __str__(self) -> str:
+        if self.relative:
+            return f"{self.metric}={self.value * 100:g}%"
+        if self.metric == "bits":
+            return f"{self.value:g}bits"
+        if self.metric == "memory":
+            return format_metric("memory", self.value)
+        return f"{self.metric}={format_metric(self.metric, self.value)}"
+
+
+def format_metric(metric: str, v: float) -> str:
+    """Human units: 3.2 MB, 4.37 bits, 1.8 ms, 5.1 mJ, 2.3 GBOPs."""
+    if metric in ("memory", "bytes"):
+        for unit, f in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+            if abs(v) >= f:
+                return f"{v / f:.4g}{unit}"
+        return f"{v:.0f}B"
+    if metric == "bits":
+        return f"{v:.3f}bits"
+    if metric == "latency":
+        for unit, f in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+            if abs(v) >= f:
+                return f"{v / f:.4g}{unit}"
+        return f"{v / 1e-9:.4g}ns"
+    if metric == "energy":
+        for unit, f in (("J", 1), ("mJ", 1e-3), ("uJ", 1e-6)):
+            if abs(v) >= f:
+                return f"{v / f:.4g}{unit}"
+        return f"{v / 1e-9:.4g}nJ"
+    for unit, f in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(v) >= f:
+            return f"{v / f:.4g}{unit}"
+    return f"{v:.4g}"
+
+
+def parse_budgets(specs) -> list[Budget]:
+    """One budget string, a Budget, or a list of them; several combine (all must hold)."""
+    if specs is None:
+        return []
+    if isinstance(specs, (str, Budget)):
+        specs = [specs]
+    out = []
+    for s in specs:
+        if isinstance(s, str) and "," in s:
+            out.extend(Budget.parse(p) for p in s.split(",") if p.strip())
+        else:
+            out.append(Budget.parse(s))
+    return out
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What budgets resolve against: the 16-bit model's totals, the fixed (non-site) cost, the weight count."""
+
+    full: dict[str, float]   # column -> total of the all-16-bit model (fixed part included)
+    fixed: dict[str, float]  # column -> cost that no choice changes (16-bit biases, norms, ...)
+    weights: int             # Σ site elements: the denominator of average bits
+
+
+def resolve(budgets: list[Budget], ref: Reference) -> dict[str, float]:
+    """Model-level budgets -> {cost column: limit on the sum over sites}; the tightest wins per column."""
+    limits: dict[str, float] = {}
+    for b in budgets:
+        col = b.column
+        if b.metric == "bits":
+            per = b.value * 16 if b.relative else b.value
+            limit = per * ref.weights
+        else:
+            if col not in ref.full:
+                raise BudgetError(f"a {b.metric} budget needs a cost model that predicts {b.metric}; "
+                                  "pass --hardware NAME (see `mpsearch hardware list`)")
+            total = b.value * ref.full[col] if b.relative else b.value
+            limit = total - ref.fixed.get(col, 0.0)
+        limits[col] = min(limit, limits.get(col, float("inf")))
+    return limits

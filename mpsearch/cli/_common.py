@@ -1,0 +1,57 @@
+"""Flags and loaders shared by the verbs: where the model and the data come from."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..data import as_data
+from ..errors import UsageError
+from ..examples import EXAMPLES, load_example
+from ..loading import LoadedModel, load_model
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("model", nargs="?" if not required else None, metavar="MODEL",
+                   help="a .pt2 (torch.export), a .pt module (needs --trust-pickle), or a state dict with --factory")
+    p.add_argument("--example", choices=sorted(EXAMPLES), help="use a bundled example model and its data instead")
+    p.add_argument("--factory", metavar="PKG.MOD:FN", help="function that builds the model for a state-dict MODEL")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled torch.save model (this runs code from the file)")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size for calibration passes")
+
+
+class Inputs:
+    """The model (and, for an example, its calibration and test splits) named on the command line."""
+
+    def __init__(self, args: argparse.Namespace, need_data: bool = True):
+        self.example = None
+        if getattr(args, "example", None):
+            if getattr(args, "model", None):
+                raise UsageError("give either MODEL or --example, not both")
+            self.example = load_example(args.example)
+            self.loaded = LoadedModel(self.example.model, "example", args.example)
+        elif getattr(args, "model", None):
+            self.loaded = load_model(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
+        else:
+            raise UsageError("name a MODEL file or pass --example digits-cnn")
+        self.model = self.loaded.module
+        data = getattr(args, "data", None)
+        bs = getattr(args, "batch_size", 256)
+        if data:
+            self.data = as_data(data, bs)
+        elif self.example is not None:
+            self.data = as_data(self.example.calibration, bs)
+        elif need_data:
+            raise UsageError("pass --data FILE with calibration inputs (.pt or .npz holding x and optionally y)")
+        else:
+            self.data = None
+        self.test = as_data(self.example.test, bs) if self.example is not None else None
+
+
+def info(msg: str) -> None:
+    print(msg, file=sys.stderr)

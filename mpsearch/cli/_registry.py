@@ -1,0 +1,28 @@
+"""Subcommand registry: each verb is one module that registers (add_arguments, run)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Decorator on a `run(args)` function; `arguments(parser)` adds the verb's flags."""
+
+    def deco(run):
+        COMMANDS[name] = Command(name, help, arguments or (lambda p: None), run)
+        return run
+
+    return deco

@@ -1,0 +1,66 @@
+"""`mpsearch plan`: search a per-site format plan under budgets and write it as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import api
+from ..apply import quantized
+from ..formats import DEFAULT_FORMATS
+from ..objectives import measure
+from ..report import comparison_rows, comparison_table, site_table, totals_line
+from ._common import Inputs, add_data_args, add_model_args, info
+from ._registry import command
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, required=False)
+    add_data_args(p)
+    p.add_argument("--budget", action="append", required=True, metavar="B",
+                   help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
+    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
+    p.add_argument("--estimator", default="hessian", help="sensitivity estimator (default: hessian)")
+    p.add_argument("--search", default="ilp", help="searcher (default: ilp)")
+    p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
+    p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-guard", action="store_true",
+                   help="skip measuring the plan against uniform plans that fit the budget")
+    p.add_argument("-o", "--output", default="plan.json", help="where to write the plan (default: plan.json)")
+
+
+@command("plan", "search a mixed-precision plan under budgets", arguments)
+def run(args: argparse.Namespace) -> int:
+    inp = Inputs(args)
+    plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=args.estimator,
+                    search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
+                    guard_uniform=not args.no_guard)
+    plan.save(args.output)
+    print(site_table(plan))
+    print(totals_line(plan))
+    if plan.measured:
+        test = None
+        if inp.test is not None:
+            test = _measure_rows(inp, plan)
+        print()
+        print(comparison_table(plan, test))
+        if "guard" in plan.measured:
+            info(f"note: {plan.measured['guard']}")
+    info(f"wrote {args.output}")
+    return 0
+
+
+
+def _measure_rows(inp: Inputs, plan) -> dict[str, dict]:
+    """The same comparison rows measured on the example's held-out test split."""
+    metrics = ["cross_entropy", "accuracy"]
+    sites = list(plan.assignments)
+    out = {"fp (16-bit)": measure(inp.model, inp.test, metrics)}
+    with quantized(inp.model, plan.assignments):
+        out["plan"] = measure(inp.model, inp.test, metrics)
+    for label, _ in comparison_rows(plan):
+        if label.startswith("uniform"):
+            fmt = label.split()[1]
+            with quantized(inp.model, {s: fmt for s in sites}):
+                out[f"uniform {fmt}"] = measure(inp.model, inp.test, metrics)
+    return out

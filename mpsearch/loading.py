@@ -1,0 +1,127 @@
+"""Load a model from disk safely, and write a quantized one back in the same form.
+
+`.pt2` (torch.export) is safe to load. A whole-module `torch.save` file is a pickle: loading it runs
+code from the file, so it needs an explicit `trust_pickle=True`. A state dict plus `--factory
+pkg.mod:fn` (a function that builds the model) is loaded with `weights_only=True` (no code runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError, UsageError
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    kind: str  # "pt2" | "pickle" | "factory" | "example"
+    source: str
+    program: object | None = None  # the ExportedProgram for .pt2
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else type(e).__name__
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"cannot read state dict {str(path)!r} ({_first_line(e)}); "
+                             "pass a .safetensors or a torch.save(state_dict) file") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelLoadError(f"{str(path)!r} does not hold a state dict (name -> tensor)")
+    return sd
+
+
+def _factory(spec: str) -> nn.Module:
+    mod_name, sep, fn_name = spec.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise UsageError(f"--factory {spec!r} must look like pkg.module:function")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"cannot find factory {spec!r} ({_first_line(e)}); is the module importable?") from e
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | None = None) -> LoadedModel:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"model file {str(p)!r} does not exist")
+    if factory:
+        model = _factory(factory)
+        try:
+            model.load_state_dict(_state_dict(p))
+        except RuntimeError as e:
+            raise ModelLoadError(f"the state dict in {str(p)!r} does not fit the model from {factory!r} "
+                                 f"({_first_line(e)})") from e
+        return LoadedModel(model.eval(), "factory", str(p))
+    if p.suffix == ".pt2":
+        try:
+            ep = torch.export.load(str(p))
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive ({_first_line(e)}); "
+                                 "create it with torch.export.save") from e
+        return LoadedModel(ep.module(), "pt2", str(p), ep)
+    if p.suffix == ".safetensors":
+        raise UsageError(f"{str(p)!r} holds only weights; pass --factory pkg.module:function that builds the model")
+    if not zipfile.is_zipfile(p):
+        raise ModelLoadError(f"{str(p)!r} is not a torch.save or torch.export file (corrupt or wrong type)")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        if not trust_pickle:
+            raise ModelLoadError(
+                f"{str(p)!r} is a pickled module: loading it runs code from the file. If you trust it, pass "
+                "--trust-pickle; or save it with torch.export and pass the .pt2") from e
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e2:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load {str(p)!r} ({_first_line(e2)})") from e2
+    if isinstance(obj, nn.Module):
+        return LoadedModel(obj.eval(), "pickle", str(p))
+    if isinstance(obj, dict):
+        raise UsageError(f"{str(p)!r} holds a state dict; pass --factory pkg.module:function that builds the model")
+    raise ModelLoadError(f"{str(p)!r} holds a {type(obj).__name__}, not a model")
+
+
+def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
+    """Write `model` (the quantized copy of `loaded.module`) in the form it was loaded from."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    params = dict(model.named_parameters())
+    if loaded.kind == "pt2":
+        ep = loaded.program
+        for name in list(ep.state_dict):
+            if name in params:
+                ep.state_dict[name] = nn.Parameter(params[name].detach().clone(), requires_grad=False)
+        torch.export.save(ep, str(tmp))
+    elif loaded.kind == "pickle":
+        torch.save(model, tmp)
+    elif out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    else:
+        torch.save(model.state_dict(), tmp)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,95 @@
+"""The estimator contract, the `SensitivityTable` it returns, and the estimator registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..data import CalibrationData
+from ..errors import UsageError
+from ..formats import Choice
+from ..model import Site
+
+
+@dataclass
+class SensitivityTable:
+    """Predicted damage Ω per (site, choice) with its standard error, and how it was made.
+
+    `frame` columns: site, format, omega, omega_se. `site_info` holds per-site by-products
+    (e.g. Hessian trace and its standard error, probes used).
+    """
+
+    frame: pd.DataFrame
+    estimator: str
+    settings: dict = field(default_factory=dict)
+    site_info: pd.DataFrame | None = None
+
+    def omega(self, site: str, choice: str) -> float:
+        row = self.frame[(self.frame.site == site) & (self.frame.format == choice)]
+        return float(row.omega.iloc[0])
+
+    def pivot(self) -> pd.DataFrame:
+        """site × format matrix of Ω, for reading."""
+        return self.frame.pivot(index="site", columns="format", values="omega")
+
+
+class Estimator(ABC):
+    """Scores Ω(site, choice). Constructor keyword arguments are the estimator's settings."""
+
+    name: str = ""
+
+    def __init__(self, **settings):
+        self.settings = settings
+
+    @abstractmethod
+    def estimate(
+        self,
+        model: nn.Module,
+        sites: list[Site],
+        choices: list[Choice],
+        data: CalibrationData,
+        objective,
+        seed: int = 0,
+    ) -> SensitivityTable: ...
+
+
+_REGISTRY: dict[str, type[Estimator]] = {}
+
+
+def register_estimator(*names: str):
+    """Class decorator registering an estimator under one or more names."""
+
+    def deco(cls: type[Estimator]) -> type[Estimator]:
+        for n in names:
+            _REGISTRY[n] = cls
+        return cls
+
+    return deco
+
+
+def estimator_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_estimator(name: str | Estimator, **settings) -> Estimator:
+    if isinstance(name, Estimator):
+        return name
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown estimator {name!r}; choose one of {', '.join(estimator_names())}")
+    return _REGISTRY[name](**settings)
+
+
+def weight_perturbation(model: nn.Module, sites: list[Site], choices: list[Choice]) -> pd.DataFrame:
+    """‖Q_f(W) − W‖² for every (site, choice): the factor every second-order estimator multiplies by."""
+    rows = []
+    with torch.no_grad():
+        for s in sites:
+            w = model.get_parameter(s.param).detach()
+            for c in choices:
+                d = (c.weight.quantize(w) - w).float()
+                rows.append({"site": s.name, "format": c.name, "dw2": float(d.pow(2).sum())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,6 @@
+"""What a plan is judged by: registered objectives (`cross_entropy`, `accuracy`, `kl`, `mse`, `sqnr`)."""
+
+from . import classification, reference  # noqa: F401  (register the built-in objectives)
+from ._base import Objective, default_objective, get_objective, measure, objective_names, register_objective
+
+__all__ = ["Objective", "default_objective", "get_objective", "measure", "objective_names", "register_objective"]

@@ -1,0 +1,77 @@
+"""The `Objective` contract: a differentiable per-batch score and its data-set mean."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from mpsearch.data import Batch, CalibrationData, primary_output
+from mpsearch.errors import UsageError
+from mpsearch.model import call_model
+
+
+class Objective(ABC):
+    """How a (quantized) model is judged on data. Lower is better unless `higher_is_better`."""
+
+    name: str = ""
+    higher_is_better: bool = False
+    needs_labels: bool = False
+    needs_reference: bool = False  # scores against the FP model's outputs (attach with with_reference)
+
+    @abstractmethod
+    def batch(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean score over one batch; differentiable where the estimators need it."""
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_REGISTRY: dict[str, type[Objective]] = {}
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def objective_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_objective(name: str | Objective) -> Objective:
+    if isinstance(name, Objective):
+        return name
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown objective {name!r}; choose one of {', '.join(objective_names())}")
+    return _REGISTRY[name]()
+
+
+def default_objective(data: CalibrationData) -> Objective:
+    """Task loss with labels; KL to the FP model's own outputs without (zero, with zero gradient, at FP)."""
+    return get_objective("cross_entropy" if data.labelled else "kl")
+
+
+def measure(model: nn.Module, data: CalibrationData, objectives: list[str | Objective]) -> dict[str, float]:
+    """Sample-weighted means of several objectives from one forward pass per batch."""
+    objs = [get_objective(o) for o in objectives]
+    for o in objs:
+        if o.needs_labels and not data.labelled:
+            raise UsageError(f"objective {o.name!r} needs labels; give data with 'y' or use 'kl'")
+        if o.needs_reference and not all(b.ref is not None for b in data):
+            raise UsageError(f"objective {o.name!r} needs reference outputs: call data.with_reference(fp_model)")
+    sums = [0.0] * len(objs)
+    n = 0
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in data:
+                out = primary_output(call_model(model, b.x))
+                for i, o in enumerate(objs):
+                    sums[i] += float(o.batch(out, b)) * b.size
+                n += b.size
+    finally:
+        model.train(was)
+    return {o.name: s / n for o, s in zip(objs, sums)}
