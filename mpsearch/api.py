@@ -14,10 +14,11 @@ from .budget import Budget, Reference, parse_budgets, resolve
 from .data import CalibrationData, as_data, check_fits
 from .errors import UsageError
 from .formats import DEFAULT_FORMATS, Choice, get_choice, parse_choices
-from .model import Site, fingerprint, sites
+from .model import Site, eval_mode, fingerprint, sites
 from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
+from .search._base import check_feasible
 from .sensitivity import SensitivityTable, get_estimator
 
 log = logging.getLogger("mpsearch")
@@ -26,8 +27,12 @@ log = logging.getLogger("mpsearch")
 def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=None,
                 site_list: list[Site] | None = None, objective: str | Objective | None = None, seed: int = 0,
                 **settings) -> SensitivityTable:
-    """Ω(site, format) with error bars from the named estimator."""
-    model.eval()
+    """Ω(site, format) with error bars from the named estimator (the model is scored in eval mode)."""
+    with eval_mode(model):
+        return _sensitivity(model, data, estimator, formats, site_list, objective, seed, settings)
+
+
+def _sensitivity(model, data, estimator, formats, site_list, objective, seed, settings) -> SensitivityTable:
     data = as_data(data)
     if site_list is None:
         check_fits(model, data)
@@ -108,11 +113,12 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          sensitivity: SensitivityTable | None = None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
-    `sensitivity`: a table from `mpsearch.sensitivity(...)` to reuse across budgets.
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
     `4.5bits`, `30%`, `latency=2ms` (with `hardware`), or a list of those; `formats`: candidate
-    choices (default int2-int8 per channel and bf16). With data, the result is measured against
-    every uniform plan that fits, and the better one is returned (`guard_uniform=False` skips that).
+    choices (default int2-int8 per channel and bf16); `sensitivity`: a table from
+    `mpsearch.sensitivity(...)` to reuse across budgets. The additive proxy can mislead, so the
+    result is measured against every uniform plan that fits, and the better one is returned
+    (`guard_uniform=False` skips that).
     """
     budgets = parse_budgets(budget)
     if not budgets:
@@ -120,7 +126,13 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     if data is None:
         raise UsageError("plan needs calibration data: a tensor of inputs, (x, y), or a DataLoader")
     torch.manual_seed(seed)
-    model.eval()
+    with eval_mode(model):
+        return _plan(model, data, budgets, formats, estimator, search, seed, hardware, objective, guard_uniform,
+                     ties, estimator_settings, search_settings, sensitivity)
+
+
+def _plan(model, data, budgets, formats, estimator, search, seed, hardware, objective, guard_uniform, ties,
+          estimator_settings, search_settings, sensitivity) -> Plan:
     data = as_data(data)
     check_fits(model, data)
     site_list = sites(model, data.first_x)
@@ -129,6 +141,10 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
         data = data.with_reference(model)
     choices = parse_choices(formats, DEFAULT_FORMATS)
     hw = hardware_models.get(hardware)
+    costs = hardware_models.cost_table(site_list, choices, hw)
+    ref: Reference = hardware_models.reference(model, site_list, hw)
+    limits = resolve(budgets, ref)
+    check_feasible(costs, limits)  # fail before the (expensive) sensitivity estimate
     if sensitivity is None:
         sens = get_estimator(estimator, **(estimator_settings or {})).estimate(
             model, site_list, choices, data, obj, seed=seed)
@@ -138,9 +154,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
         missing = [c.name for c in choices if c.name not in have]
         if missing:
             raise UsageError(f"the given sensitivity table has no rows for {missing}; estimate it with those formats")
-    table = sens.frame.merge(hardware_models.cost_table(site_list, choices, hw), on=["site", "format"])
-    ref: Reference = hardware_models.reference(model, site_list, hw)
-    problem = SearchProblem(table, resolve(budgets, ref), list(ties or []), seed=seed)
+    table = sens.frame.merge(costs, on=["site", "format"])
+    problem = SearchProblem(table, limits, list(ties or []), seed=seed)
     sol = get_searcher(search, **(search_settings or {})).search(problem)
     assignments, measured = sol.assignments, {}
     if guard_uniform:

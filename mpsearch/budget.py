@@ -80,7 +80,10 @@ class Budget:
         if self.metric == "bits":
             return f"{self.value:g}bits"
         if self.metric == "memory":
-            return format_metric("memory", self.value)
+            for unit, f in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+                if self.value >= f and round(self.value / f, 6) == self.value / f:
+                    return f"{self.value / f:.12g}{unit}"
+            return f"{self.value:.0f}B"
         return f"{self.metric}={format_metric(self.metric, self.value)}"
 
 

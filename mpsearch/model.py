@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -60,6 +61,22 @@ class Site:
         return math.prod(self.input_shape) if self.input_shape else 0
 
 
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Evaluation mode for the duration. An exported program's module has its mode baked in at export
+    time and refuses `.eval()`; it is left as it is."""
+    was = model.training
+    try:
+        model.eval()
+    except NotImplementedError:
+        yield model
+        return
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 def call_model(model: nn.Module, x):
     """Inputs come as a tensor, a tuple of positional args, or a dict of keyword args."""
     if isinstance(x, dict):
@@ -81,17 +98,23 @@ def _site_name(param: str) -> str:
     return param[: -len(".weight")] if param.endswith(".weight") else param
 
 
-def _module_sites(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """param FQN -> (kind, module); a tied weight is one site, named after its first user."""
+def _module_sites(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
+    """param FQN -> [(kind, module), ...]; a tied weight is one site (named after the parameter) whose
+    MACs count every module that uses it, and whose kind is its first user's."""
     by_param: dict[int, str] = {id(p): n for n, p in model.named_parameters()}
-    found: dict[str, tuple[str, nn.Module]] = {}
+    found: dict[str, list[tuple[str, nn.Module]]] = {}
     for _, mod in model.named_modules():
         for cls, kind in _MODULE_KINDS:
             w = getattr(mod, "weight", None)
             if isinstance(mod, cls) and isinstance(w, torch.Tensor) and id(w) in by_param:
-                found.setdefault(by_param[id(w)], (kind, mod))
+                found.setdefault(by_param[id(w)], []).append((kind, mod))
                 break
     return found
+
+
+def _call_macs(kind: str, weight_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+    """MACs of one call: every output element of a linear/conv reduces over prod(weight.shape[1:])."""
+    return 0 if kind == "embedding" else math.prod(out_shape) * math.prod(weight_shape[1:])
 
 
 def _graph_weight_nodes(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, tuple[str, str]]:
@@ -119,20 +142,20 @@ class _ShapeRecorder(torch.fx.Interpreter):
     def run_node(self, n):
         out = super().run_node(n)
         if n in self.nodes:
-            _, param = self.nodes[n]
-            act = n.args[1] if self.nodes[n][0] == "embedding" else n.args[0]
+            kind, param = self.nodes[n]
+            act = n.args[1] if kind == "embedding" else n.args[0]
             a = self.env[act] if isinstance(act, torch.fx.Node) else None
-            self.seen.setdefault(param, []).append((tuple(a.shape) if a is not None else (), tuple(out.shape)))
+            w = self.env[n.args[0 if kind == "embedding" else 1]]
+            in_shape = tuple(a.shape) if a is not None else ()
+            self.seen.setdefault(param, []).append(
+                (in_shape, tuple(out.shape), _call_macs(kind, tuple(w.shape), out.shape)))
         return out
 
 
-def _traced(shape: tuple[int, ...], calls: list, batch: int, kind: str) -> dict:
-    """Per-sample MACs and activation shapes from the (input, output) shapes of each call."""
-    if not calls:
-        return {}
-    per_out = 0 if kind == "embedding" else math.prod(shape[1:])
-    macs = sum(math.prod(o) for _, o in calls) * per_out // max(batch, 1)
-    i, o = calls[0]
+def _traced(calls: list, batch: int) -> dict:
+    """Per-sample MACs and activation shapes from each call's (input shape, output shape, MACs)."""
+    i, o, _ = calls[0]
+    macs = sum(c[2] for c in calls) // max(batch, 1)
     return {"macs": macs, "input_shape": tuple(i[1:]), "output_shape": tuple(o[1:])}
 
 
@@ -146,7 +169,7 @@ def sites(model: nn.Module, example=None) -> list[Site]:
     graph_nodes = None
     found = _module_sites(model)
     if found:
-        kinds = {p: k for p, (k, _) in found.items()}
+        kinds = {p: users[0][0] for p, users in found.items()}
     elif isinstance(model, torch.fx.GraphModule):
         graph_nodes = _graph_weight_nodes(model)
         kinds = {p: k for k, p in graph_nodes.values()}
@@ -162,31 +185,27 @@ def sites(model: nn.Module, example=None) -> list[Site]:
         return list(base.values())
 
     calls: dict[str, list] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if graph_nodes is not None:
-                rec = _ShapeRecorder(model, graph_nodes)
-                args = example if isinstance(example, (tuple, list)) else (example,)
-                rec.run(*args)
-                calls = rec.seen
-            else:
-                hooks = []
-                for p, (_, mod) in found.items():
-                    def hook(m, inp, out, p=p):
-                        calls.setdefault(p, []).append((tuple(inp[0].shape), tuple(out.shape)))
+    with eval_mode(model), torch.no_grad():
+        if graph_nodes is not None:
+            rec = _ShapeRecorder(model, graph_nodes)
+            rec.run(*(example if isinstance(example, (tuple, list)) else (example,)))
+            calls = rec.seen
+        else:
+            hooks = []
+            for p, users in found.items():
+                for kind, mod in users:
+                    def hook(m, inp, out, p=p, kind=kind):
+                        calls.setdefault(p, []).append(
+                            (tuple(inp[0].shape), tuple(out.shape), _call_macs(kind, base[p].shape, out.shape)))
                     hooks.append(mod.register_forward_hook(hook))
-                try:
-                    call_model(model, example)
-                finally:
-                    for h in hooks:
-                        h.remove()
-    finally:
-        model.train(was_training)
+            try:
+                call_model(model, example)
+            finally:
+                for h in hooks:
+                    h.remove()
     n = batch_size_of(example)
     order = list(calls)  # first-call order = execution order
-    traced = [replace(base[p], **_traced(base[p].shape, calls[p], n, base[p].kind)) for p in order]
+    traced = [replace(base[p], **_traced(calls[p], n)) for p in order]
     if not traced:
         raise NoQuantizableSites("no Linear/Conv/Embedding layer ran on the example input; check the input")
     return traced

@@ -9,7 +9,7 @@ from torch import nn
 
 from mpsearch.data import Batch, CalibrationData, primary_output
 from mpsearch.errors import UsageError
-from mpsearch.model import call_model
+from mpsearch.model import call_model, eval_mode
 
 
 class Objective(ABC):
@@ -63,15 +63,10 @@ def measure(model: nn.Module, data: CalibrationData, objectives: list[str | Obje
             raise UsageError(f"objective {o.name!r} needs reference outputs: call data.with_reference(fp_model)")
     sums = [0.0] * len(objs)
     n = 0
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for b in data:
-                out = primary_output(call_model(model, b.x))
-                for i, o in enumerate(objs):
-                    sums[i] += float(o.batch(out, b)) * b.size
-                n += b.size
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        for b in data:
+            out = primary_output(call_model(model, b.x))
+            for i, o in enumerate(objs):
+                sums[i] += float(o.batch(out, b)) * b.size
+            n += b.size
     return {o.name: s / n for o, s in zip(objs, sums)}

@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import MpsearchError
-from . import apply_cmd, eval_cmd, plan_cmd, sites_cmd  # noqa: F401  (register the verbs)
+from . import apply_cmd, eval_cmd, examples_cmd, plan_cmd, sites_cmd  # noqa: F401  (register the verbs)
 from ._registry import COMMANDS
 
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback only with --debug
         if args.debug:
             raise
-        print(f"mpsearch: internal error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"mpsearch: internal error: {type(e).__name__}: {first} "
               "(rerun with --debug for the traceback and report it)", file=sys.stderr)
         return 3
 

@@ -115,7 +115,7 @@ def format_names() -> list[str]:
     return [n for fam in _FAMILIES for n in fam.catalogue()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_format(name: str | Format) -> Format:
     """Parse a format name such as `int4`, `int8_pt` or `int4_g128`."""
     if isinstance(name, Format):
@@ -152,7 +152,7 @@ class Choice:
         return self.name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_choice(name: str | Choice | Format) -> Choice:
     if isinstance(name, Choice):
         return name

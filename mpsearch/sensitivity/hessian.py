@@ -101,8 +101,6 @@ class HessianTrace(Estimator):
         sub = data.take(max_samples)
         params = [model.get_parameter(s.param) for s in sites]
         flags = {p: p.requires_grad for p in model.parameters()}
-        was = model.training
-        model.eval()
         try:
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -117,7 +115,6 @@ class HessianTrace(Estimator):
         finally:
             for p, f in flags.items():
                 p.requires_grad_(f)
-            model.train(was)
         info = pd.DataFrame({
             "site": [s.name for s in sites], "params": [s.numel for s in sites],
             "trace": tr.numpy(), "trace_se": se.numpy(), "probes": n,

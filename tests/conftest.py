@@ -1,0 +1,51 @@
+"""Shared fixtures: the bundled real example and small deterministic models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import mpsearch
+from mpsearch.examples import load_example
+
+
+@pytest.fixture(scope="session")
+def digits():
+    ex = load_example("digits-cnn")
+    return ex
+
+
+@pytest.fixture(scope="session")
+def digits_sensitivity(digits):
+    """One Hessian sensitivity table for the digits CNN, reused by every budget (as `plan` allows)."""
+    return mpsearch.sensitivity(digits.model, digits.calibration, seed=0)
+
+
+class TinyNet(nn.Module):
+    """~300 parameters: small enough for an exact Hessian."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 3)
+        self.fc1 = nn.Linear(4 * 6, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(torch.tanh(self.conv(x)).flatten(1))))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """TinyNet trained briefly on a learnable rule, so its loss sits near a minimum (traces > 0)."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = TinyNet()
+    x = torch.randn(64, 2, 8, generator=g)
+    y = (x[:, 0, :4].sum(1) > 0).long() + (x[:, 1, 4:].sum(1) > 1).long()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), x, y

@@ -1,0 +1,54 @@
+"""Budget grammar and resolution against the 16-bit reference."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpsearch.budget import Budget, Reference, parse_budgets, resolve
+from mpsearch.errors import BudgetError
+
+
+@pytest.mark.parametrize("text, metric, value, relative", [
+    ("4MB", "memory", 4e6, False),
+    ("900KiB", "memory", 900 * 1024, False),
+    ("1.5 GiB", "memory", 1.5 * 2**30, False),
+    ("123B", "memory", 123, False),
+    ("4.5bits", "bits", 4.5, False),
+    ("3bit", "bits", 3, False),
+    ("30%", "memory", 0.30, True),
+    ("latency=2ms", "latency", 2e-3, False),
+    ("latency=250us", "latency", 250e-6, False),
+    ("energy=5mJ", "energy", 5e-3, False),
+    ("bops=2G", "bops", 2e9, False),
+    ("memory=45%", "memory", 0.45, True),
+    ("bits=4.25", "bits", 4.25, False),
+])
+def test_parse(text, metric, value, relative):
+    b = Budget.parse(text)
+    assert (b.metric, b.relative) == (metric, relative)
+    assert b.value == pytest.approx(value)
+    back = Budget.parse(str(b))  # printing round-trips
+    assert (back.metric, back.relative) == (b.metric, b.relative) and back.value == pytest.approx(b.value)
+
+
+@pytest.mark.parametrize("text", ["4", "four MB", "4XB", "latency=2", "speed=3ms", "-1MB", "0bits", "4MB%"])
+def test_bad_budgets_raise_one_clear_error(text):
+    with pytest.raises(BudgetError) as e:
+        Budget.parse(text)
+    assert "\n" not in str(e.value)
+
+
+def test_several_budgets_combine_and_resolve():
+    bs = parse_budgets(["4MB", "4.5bits,latency=2ms"])
+    assert [b.metric for b in bs] == ["memory", "bits", "latency"]
+    ref = Reference(full={"bytes": 10e6, "latency": 5e-3}, fixed={"bytes": 1e6, "latency": 1e-3}, weights=1000)
+    limits = resolve(bs, ref)
+    assert limits == pytest.approx({"bytes": 3e6, "bits": 4500, "latency": 1e-3})
+    rel = resolve(parse_budgets(["30%", "memory=50%"]), ref)  # the tighter memory budget wins
+    assert rel["bytes"] == pytest.approx(0.3 * 10e6 - 1e6)
+
+
+def test_latency_budget_without_hardware_model():
+    ref = Reference(full={"bytes": 1.0}, fixed={}, weights=1)
+    with pytest.raises(BudgetError, match="--hardware"):
+        resolve(parse_budgets("latency=1ms"), ref)
