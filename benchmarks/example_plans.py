@@ -34,7 +34,8 @@ def main() -> None:
     sens = mpsearch.sensitivity(m, ex.calibration, estimator=args.estimator, seed=args.seed)
     t_sens = time.perf_counter() - t0
     fp = measure(m, test, metrics)
-    rows = [{"budget": "-", "model": "fp32", "avg bits": 32.0, "test acc": fp["accuracy"], "test CE": fp["cross_entropy"]}]
+    rows = [{"budget": "-", "model": "fp32", "avg bits": 32.0, "test acc": fp["accuracy"],
+             "test CE": fp["cross_entropy"]}]
     for b in [int(v) for v in args.budgets.split(",")]:
         t0 = time.perf_counter()
         plan = mpsearch.plan(m, ex.calibration, budget=f"{b}bits", sensitivity=sens, seed=args.seed)

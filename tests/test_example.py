@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from mpsearch.objectives import measure
 
 import mpsearch
 from mpsearch.apply import quantized
 from mpsearch.data import as_data
+from mpsearch.objectives import measure
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from ..loading import LoadedModel, load_model
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("model", nargs="?" if not required else None, metavar="MODEL",
                    help="a .pt2 (torch.export), a .pt module (needs --trust-pickle), or a state dict with --factory")
-    p.add_argument("--example", choices=sorted(EXAMPLES), help="use a bundled example model and its data instead")
+    p.add_argument("--example", choices=sorted(EXAMPLES),
+                   help="use a bundled example's model and data (with MODEL: only its data)")
     p.add_argument("--factory", metavar="PKG.MOD:FN", help="function that builds the model for a state-dict MODEL")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled torch.save model (this runs code from the file)")
@@ -29,14 +30,13 @@ class Inputs:
     """The model (and, for an example, its calibration and test splits) named on the command line."""
 
     def __init__(self, args: argparse.Namespace, need_data: bool = True):
-        self.example = None
-        if getattr(args, "example", None):
-            if getattr(args, "model", None):
-                raise UsageError("give either MODEL or --example, not both")
-            self.example = load_example(args.example)
-            self.loaded = LoadedModel(self.example.model, "example", args.example)
-        elif getattr(args, "model", None):
+        # MODEL and --example together: the model from the file, the data from the example
+        # (e.g. to evaluate an applied copy of the example on its held-out split).
+        self.example = load_example(args.example) if getattr(args, "example", None) else None
+        if getattr(args, "model", None):
             self.loaded = load_model(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
+        elif self.example is not None:
+            self.loaded = LoadedModel(self.example.model, "example", args.example)
         else:
             raise UsageError("name a MODEL file or pass --example digits-cnn")
         self.model = self.loaded.module
@@ -54,4 +54,6 @@ class Inputs:
 
 
 def info(msg: str) -> None:
+    """Status lines go to stderr (stdout carries the tables); flush stdout first to keep the order."""
+    sys.stdout.flush()
     print(msg, file=sys.stderr)

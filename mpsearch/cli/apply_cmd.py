@@ -19,8 +19,6 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 @command("apply", "quantize a model per a plan (simulated: quantize -> dequantize)", arguments)
 def run(args: argparse.Namespace) -> int:
-    if args.example and args.model and not args.plan:
-        args.plan, args.model = args.model, None
     plan = Plan.load(args.plan)
     inp = Inputs(args, need_data=False)
     q = apply(inp.model, plan)

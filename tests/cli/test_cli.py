@@ -111,3 +111,21 @@ def test_usage_error_is_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--budget" in err and "\n" not in err
+
+
+def test_state_dict_with_factory_and_example_data(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from mpsearch.examples import load_example
+
+    model = load_example("digits-cnn").model
+    save_file(model.state_dict(), str(tmp_path / "sd.safetensors"))
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    code, err = run_err(["sites", str(tmp_path / "sd.pt")], capsys)
+    assert code == 2 and "--factory" in err
+    factory = "mpsearch.examples.digits:DigitsCNN"
+    assert main(["eval", str(tmp_path / "sd.safetensors"), "--factory", factory, "--example", "digits-cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "0.998" in out and "held-out test split" in out
+    code, err = run_err(["sites", str(tmp_path / "sd.pt"), "--factory", "nope.mod:fn"], capsys)
+    assert code == 2 and "cannot find factory" in err
