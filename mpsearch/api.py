@@ -129,6 +129,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
         data = data.with_reference(model)
     choices = parse_choices(formats, DEFAULT_FORMATS)
     hw = hardware_models.get(hardware)
+    choices = hardware_models.supported(hw, choices)  # drops (and names) formats the target cannot run
     if sensitivity is None:
         sens = get_estimator(estimator, **(estimator_settings or {})).estimate(
             model, site_list, choices, data, obj, seed=seed)
