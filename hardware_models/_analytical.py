@@ -45,16 +45,37 @@ class AnalyticalCostModel(CostModel):
         """The compute path a choice runs on (`fp8`, `bf16+dequant`, ...)."""
         return components(self.spec, Gemm(1, 1, 1), choice).key
 
-    def gemm_cost(self, m: int, n: int, k: int, choice: Choice | str, *, in_elems: int | None = None,
-                  out_elems: int | None = None, weight_shape: tuple[int, ...] | None = None) -> GemmCost:
+    def gemm_cost(
+        self,
+        m: int,
+        n: int,
+        k: int,
+        choice: Choice | str,
+        *,
+        in_elems: int | None = None,
+        out_elems: int | None = None,
+        weight_shape: tuple[int, ...] | None = None,
+    ) -> GemmCost:
         """Latency, bytes, BOPs and energy of one (m × k) @ (k × n) product under `choice`."""
-        return gemm_cost(self.spec, Gemm(m, n, k, in_elems, out_elems, weight_shape), choice, self.efficiencies)
+        return gemm_cost(
+            self.spec, Gemm(m, n, k, in_elems, out_elems, weight_shape), choice, self.efficiencies
+        )
 
-    def conv_cost(self, batch: int, in_channels: int, out_channels: int, in_hw: tuple[int, ...],
-                  kernel: tuple[int, ...], choice: Choice | str, *, stride: int = 1, padding: int = 0,
-                  groups: int = 1) -> GemmCost:
+    def conv_cost(
+        self,
+        batch: int,
+        in_channels: int,
+        out_channels: int,
+        in_hw: tuple[int, ...],
+        kernel: tuple[int, ...],
+        choice: Choice | str,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ) -> GemmCost:
         """A convolution as an implicit GEMM (output pixels × out channels × in/groups · kernel)."""
-        out_hw = [(h + 2 * padding - kk) // stride + 1 for h, kk in zip(in_hw, kernel)]
+        out_hw = [(h + 2 * padding - kk) // stride + 1 for h, kk in zip(in_hw, kernel, strict=True)]
         pixels = 1
         for o in out_hw:
             pixels *= o
@@ -64,8 +85,19 @@ class AnalyticalCostModel(CostModel):
         in_elems = batch * in_channels
         for h in in_hw:
             in_elems *= h
-        return gemm_cost(self.spec, Gemm(batch * pixels, out_channels, k, in_elems, batch * pixels * out_channels,
-                                         (out_channels, in_channels // groups, *kernel)), choice, self.efficiencies)
+        return gemm_cost(
+            self.spec,
+            Gemm(
+                batch * pixels,
+                out_channels,
+                k,
+                in_elems,
+                batch * pixels * out_channels,
+                (out_channels, in_channels // groups, *kernel),
+            ),
+            choice,
+            self.efficiencies,
+        )
 
     def site_gemm(self, site: Site) -> Gemm:
         return site_gemm(site, self.workload)
@@ -78,7 +110,7 @@ class AnalyticalCostModel(CostModel):
         """Non-site parameters (biases, norms) are read once per call at 16 bits."""
         site_params = {s.param for s in sites}
         other = sum(p.numel() for n, p in model.named_parameters() if n not in site_params) * 2.0
-        bw = self.spec.bandwidth.value * self.efficiencies.memory
+        bw = self.spec.bandwidth.value * self.spec.memory_efficiency.value
         return {"latency": other / bw, "energy": other * self.spec.dram_energy.value}
 
 
@@ -96,8 +128,10 @@ def parse_hardware(text: str) -> tuple[str, dict]:
         if not m:
             from mpsearch.errors import UsageError
 
-            raise UsageError(f"cannot parse workload {part!r} in --hardware {text!r}; "
-                             "write e.g. h100:batch=32 or h100:batch=8,seq=512")
+            raise UsageError(
+                f"cannot parse workload {part!r} in --hardware {text!r}; "
+                "write e.g. h100:batch=32 or h100:batch=8,seq=512"
+            )
         kwargs["batch" if m.group(1) == "batch" else "seq_len"] = int(m.group(2))
     return name, kwargs
 
@@ -105,8 +139,11 @@ def parse_hardware(text: str) -> tuple[str, dict]:
 def _register_bundled() -> None:
     for path in bundled_spec_paths():
         spec = load_spec(path)
-        cls = type(f"{re.sub(r'[^0-9A-Za-z]', '_', spec.name).title()}CostModel", (AnalyticalCostModel,),
-                   {"name": spec.name, "spec_path": str(path), "__doc__": f"{spec.title}: {spec.summary}"})
+        cls = type(
+            f"{re.sub(r'[^0-9A-Za-z]', '_', spec.name).title()}CostModel",
+            (AnalyticalCostModel,),
+            {"name": spec.name, "spec_path": str(path), "__doc__": f"{spec.title}: {spec.summary}"},
+        )
         register_cost_model(cls)
 
 

@@ -97,8 +97,8 @@ def supported(hardware: CostModel | None, choices: list[Choice]) -> list[Choice]
         names = ", ".join(c.name for c, _ in dropped)
         if not keep:
             raise UsageError(f"none of the formats can run on {hardware.name} ({names} are unsupported: "
-                             f"{dropped[0][1]}); pass --formats that it supports (see `mpsearch hardware show "
-                             f"{hardware.name}`)")
+                             f"{dropped[0][1]}); pass --formats that it supports "
+                             f"(see `mpsearch hardware show {hardware.name}`)")
         log.warning("excluded on %s (unsupported): %s; e.g. %s", hardware.name, names, dropped[0][1])
     return [c for c, _ in keep]
 

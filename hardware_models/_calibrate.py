@@ -3,8 +3,9 @@
 The CSV has one row per measured GEMM (what `benchmarks/measure_kernels.py` writes, or per-layer
 timings of a real model): `m, n, k, choice, latency_s`, optionally `in_elems, out_elems` (conv).
 The fit minimizes Σ log(pred/measured)² — relative error, so a 5 µs kernel counts as much as a
-5 ms one — over the compute efficiency of every route key seen, the memory efficiency, the launch
-overhead and the roofline sharpness. A weak prior holds a factor the data cannot see (e.g. the
+5 ms one — over the compute efficiency, memory efficiency and launch time of every route key seen
+(kernel families differ: a dequantizing GEMV reaches another fraction of HBM than cuBLAS) and the
+roofline sharpness. A weak prior holds a factor the data cannot see (e.g. the
 compute efficiency of a path measured only when memory-bound) at its spec value.
 """
 
@@ -26,7 +27,7 @@ from ._roofline import Components, Efficiencies, Gemm, components, latency
 from ._spec import Number, Spec, dumps_toml, parse_spec, replace_numbers
 
 REQUIRED = ("m", "n", "k", "choice", "latency_s")
-_PRIOR = 0.02      # weight of the pull towards the spec's values, per log-parameter
+_PRIOR = 0.02  # weight of the pull towards the spec's values, per log-parameter
 _BOUNDS = {"eff": (0.01, 1.0), "mem": (0.05, 1.0), "sharp": (1.0, 64.0)}
 
 
@@ -37,17 +38,23 @@ def read_measurements(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     else:
         p = Path(source)
         if not p.is_file():
-            raise UsageError(f"measurement file {str(p)!r} does not exist; make one with "
-                             "`python benchmarks/measure_kernels.py --out DIR`")
+            raise UsageError(
+                f"measurement file {str(p)!r} does not exist; make one with "
+                "`python benchmarks/measure_kernels.py --out DIR`"
+            )
         try:
             df = pd.read_csv(p)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-            raise UsageError(f"cannot read {str(p)!r} as CSV ({e.__class__.__name__}); it needs columns "
-                             f"{', '.join(REQUIRED)}") from e
+            raise UsageError(
+                f"cannot read {str(p)!r} as CSV ({e.__class__.__name__}); it needs columns "
+                f"{', '.join(REQUIRED)}"
+            ) from e
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise UsageError(f"the measurements lack column(s) {missing}; need {', '.join(REQUIRED)} "
-                         "(and optionally in_elems, out_elems)")
+        raise UsageError(
+            f"the measurements lack column(s) {missing}; need {', '.join(REQUIRED)} "
+            "(and optionally in_elems, out_elems)"
+        )
     if df.empty:
         raise UsageError("the measurement file has no rows")
     if not (pd.to_numeric(df.latency_s, errors="coerce") > 0).all():
@@ -94,46 +101,69 @@ class Calibration:
     before: dict[str, float]
     after: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    keys: tuple[str, ...] = ()  # the route keys the measurements covered
 
     def save(self, path: str | Path) -> Path:
         atomic_write_text(path, dumps_toml(self.spec.raw))
         return Path(path)
 
 
+def fitted_lines(cal: Calibration) -> list[str]:
+    """One line per route key fitted, for reports."""
+    e = cal.efficiencies
+    return [
+        f"{k}: compute efficiency {e.compute[k]:.3g}, memory efficiency {e.memory[k]:.3g}, "
+        f"launch {e.launch[k] * 1e6:.3g} us"
+        for k in cal.keys
+    ] + [f"roofline sharpness {e.sharpness:.3g}"]
+
+
 def _fit(spec: Spec, comps: list[Components], measured: np.ndarray) -> Efficiencies:
+    """Least squares on log latency over (compute, memory, launch) per route key seen, and sharpness."""
     from scipy.optimize import least_squares
 
     start = Efficiencies.of(spec)
     keys = sorted({c.key for c in comps})
-    launch0 = max(start.launch, 1e-9)
-    lo = [math.log(_BOUNDS["eff"][0])] * len(keys) + [math.log(_BOUNDS["mem"][0]), math.log(launch0 / 1e3),
-                                                      math.log(_BOUNDS["sharp"][0])]
-    hi = [0.0] * len(keys) + [0.0, math.log(launch0 * 1e3), math.log(_BOUNDS["sharp"][1])]
+    nk = len(keys)
+    x0, lo, hi = [], [], []
+    for table, (a, b) in ((start.compute, _BOUNDS["eff"]), (start.memory, _BOUNDS["mem"])):
+        x0 += [math.log(min(max(table[k], a * 1.01), b)) for k in keys]
+        lo += [math.log(a)] * nk
+        hi += [math.log(b)] * nk
+    for k in keys:
+        t = max(start.launch[k], 1e-9)
+        x0.append(math.log(t))
+        lo.append(math.log(t / 1e3))
+        hi.append(math.log(t * 1e3))
+    lo.append(math.log(_BOUNDS["sharp"][0]))
+    hi.append(math.log(_BOUNDS["sharp"][1]))
+    lo, hi = np.array(lo), np.array(hi)
 
     def unpack(x) -> Efficiencies:
-        comp = dict(start.compute)
-        comp.update({k: math.exp(v) for k, v in zip(keys, x)})
-        return Efficiencies(comp, math.exp(x[len(keys)]), math.exp(x[len(keys) + 1]), math.exp(x[len(keys) + 2]))
+        comp, mem, launch = dict(start.compute), dict(start.memory), dict(start.launch)
+        for i, k in enumerate(keys):
+            comp[k], mem[k], launch[k] = math.exp(x[i]), math.exp(x[nk + i]), math.exp(x[2 * nk + i])
+        return Efficiencies(comp, mem, launch, math.exp(x[3 * nk]))
 
     log_meas = np.log(measured)
 
-    def residuals(x, x0):
+    def residuals(x, prior):
         e = unpack(x)
         pred = np.array([latency(spec, c, e) for c in comps])
-        return np.concatenate([np.log(pred) - log_meas, _PRIOR * (x - x0)])
+        return np.concatenate([np.log(pred) - log_meas, _PRIOR * (x - prior)])
 
     best = None
     for p0 in (spec.sharpness.value if spec.sharpness else 8.0, 2.0):
-        x0 = np.array([math.log(min(max(start.compute[k], 0.011), 1.0)) for k in keys]
-                      + [math.log(min(max(start.memory, 0.051), 1.0)), math.log(launch0), math.log(p0)])
-        x0 = np.clip(x0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
-        r = least_squares(residuals, x0, bounds=(lo, hi), args=(x0,), method="trf", x_scale=1.0)
+        start_x = np.clip(np.array(x0 + [math.log(p0)]), lo + 1e-9, hi - 1e-9)
+        r = least_squares(residuals, start_x, bounds=(lo, hi), args=(start_x,), method="trf")
         if best is None or r.cost < best.cost:
             best = r
     return unpack(best.x)
 
 
-def calibrate(hardware, measurements: str | Path | pd.DataFrame, out: str | Path | None = None) -> Calibration:
+def calibrate(
+    hardware, measurements: str | Path | pd.DataFrame, out: str | Path | None = None
+) -> Calibration:
     """Fit `hardware`'s (a name, spec file or cost model) efficiency factors to measured latencies.
 
     Returns the calibrated spec with the errors before and after; writes it (atomically) to `out`.
@@ -143,45 +173,64 @@ def calibrate(hardware, measurements: str | Path | pd.DataFrame, out: str | Path
 
     hw = get(hardware) if not isinstance(hardware, Spec) else AnalyticalCostModel(spec=hardware)
     if not isinstance(hw, AnalyticalCostModel):
-        raise UsageError(f"{hardware!r} is not an analytical cost model with a spec; calibrate a bundled target "
-                         "(see `mpsearch hardware list`) or a spec .toml")
+        raise UsageError(
+            f"{hardware!r} is not an analytical cost model with a spec; calibrate a bundled target "
+            "(see `mpsearch hardware list`) or a spec .toml"
+        )
     spec = hw.spec
     df = read_measurements(measurements)
     comps, kept, notes = row_components(spec, df)
     if len(comps) < 3:
-        raise UsageError(f"only {len(comps)} measured rows can be modelled on {spec.name}; calibration needs at "
-                         "least 3 (check the choice names and the target)")
+        raise UsageError(
+            f"only {len(comps)} measured rows can be modelled on {spec.name}; calibration needs at "
+            "least 3 (check the choice names and the target)"
+        )
     measured = df.latency_s.to_numpy(float)[kept]
     e0 = Efficiencies.of(spec)
     before = error_summary([latency(spec, c, e0) for c in comps], measured)
     fit = _fit(spec, comps, measured)
     after = error_summary([latency(spec, c, fit) for c in comps], measured)
 
-    what = Path(str(measurements)).name if not isinstance(measurements, pd.DataFrame) else "a measurement table"
+    what = (
+        Path(str(measurements)).name if not isinstance(measurements, pd.DataFrame) else "a measurement table"
+    )
     stamp = _dt.date.today().isoformat()
 
     def src(old: Number | None) -> str:
         was = f"; uncalibrated {old.value:.4g} ({old.source[:100]})" if old else ""
-        return (f"calibrated {stamp}: least-squares fit of log latency to {len(comps)} measured kernels in {what} "
-                f"(MdAPE {before['mdape']:.1%} -> {after['mdape']:.1%}){was}")
+        return (
+            f"calibrated {stamp}: least-squares fit of log latency to {len(comps)} measured kernels "
+            f"in {what} "
+            f"(MdAPE {before['mdape']:.1%} -> {after['mdape']:.1%}){was}"
+        )
 
     seen = {c.key for c in comps}
     updates: dict[str, Number] = {}
     for p in spec.paths.values():
-        for key, attr in ((p.name, "efficiency"), (p.name + "+dequant", "dequant_efficiency")):
-            if key in seen:
-                old = getattr(p, attr)
-                updates[f"paths.{p.name}.{attr}"] = Number(round(fit.compute[key], 4), src(old), old.unit)
-    updates["memory.efficiency"] = Number(round(fit.memory, 4), src(spec.memory_efficiency),
-                                          spec.memory_efficiency.unit)
-    updates["overhead.launch"] = Number(float(f"{fit.launch:.4g}"), src(spec.launch), "s")
+        for key, pre, eff in (
+            (p.name, "", p.efficiency),
+            (p.name + "+dequant", "dequant_", p.dequant_efficiency),
+        ):
+            if key not in seen:
+                continue
+            mem_old = p.overrides.get(pre + "memory_efficiency", spec.memory_efficiency)
+            launch_old = p.overrides.get(pre + "launch", spec.launch)
+            updates[f"paths.{p.name}.{pre}efficiency"] = Number(
+                round(fit.compute[key], 4), src(eff), eff.unit
+            )
+            updates[f"paths.{p.name}.{pre}memory_efficiency"] = Number(
+                round(fit.memory[key], 4), src(mem_old), ""
+            )
+            updates[f"paths.{p.name}.{pre}launch"] = Number(
+                float(f"{fit.launch[key]:.4g}"), src(launch_old), "s"
+            )
     updates["overhead.sharpness"] = Number(round(fit.sharpness, 3), src(spec.sharpness), "")
     raw = replace_numbers(spec, updates)
     if not raw.get("name", "").endswith("-calibrated"):
         raw["name"] = f"{spec.name}-calibrated"
     raw["calibrated_from"] = f"{what} ({len(comps)} rows, {stamp})"
     new = replace(parse_spec(raw, str(out or "")), origin=str(out or ""))
-    cal = Calibration(new, fit, before, after, notes)
+    cal = Calibration(new, fit, before, after, notes, tuple(sorted(seen)))
     if out is not None:
         cal.save(out)
     return cal

@@ -4,6 +4,10 @@
     t_compute = 2·MACs / (peak · η_path) + vector ops / vector_rate
     t_memory  = bytes moved / (bandwidth · η_mem)
 
+η_path, η_mem and launch are per route key (a path, or a path whose kernel unpacks an operand), with
+target-wide defaults for η_mem and launch: different kernel families reach different fractions of
+the same hardware, which is what calibration fits.
+
 `blend` is the exact roofline max, or the p-norm (t_c^p + t_m^p)^(1/p) when the spec gives a
 sharpness p (real kernels lose some overlap near the ridge point; calibration fits p). Bytes count
 weights at their storage bits (scales included, `Format.storage_bits`), activations at theirs and
@@ -99,8 +103,10 @@ def why_unsupported(spec: Spec, choice: Choice) -> str | None:
         return None
     w, a = choice_classes(choice)
     paths = ", ".join(spec.paths)
-    return (f"{choice.name} cannot run on {spec.name}: no compute path takes {w} weights with {a} "
-            f"activations (paths: {paths})")
+    return (
+        f"{choice.name} cannot run on {spec.name}: no compute path takes {w} weights with {a} "
+        f"activations (paths: {paths})"
+    )
 
 
 @dataclass(frozen=True)
@@ -131,8 +137,8 @@ class Components:
     """Raw cost terms before efficiencies: seconds at peak, bytes, ops, joules."""
 
     key: str
-    t_mma: float          # 2·MACs / peak
-    t_vector: float       # vector ops / vector rate
+    t_mma: float  # 2·MACs / peak
+    t_vector: float  # vector ops / vector rate
     weight_bytes: float
     act_bytes: float
     act_on_chip: bool
@@ -144,21 +150,29 @@ class Components:
 
 @dataclass(frozen=True)
 class Efficiencies:
-    """The fitted factors: per-route-key compute efficiency, memory efficiency, launch, sharpness."""
+    """The fitted factors, per route key (`int8`, `bf16+dequant`, ...): fraction of peak compute and of
+    peak bandwidth reached, and fixed time per kernel; plus the roofline sharpness."""
 
     compute: dict[str, float]
-    memory: float
-    launch: float
+    memory: dict[str, float]
+    launch: dict[str, float]
     sharpness: float | None = None
 
     @classmethod
     def of(cls, spec: Spec) -> Efficiencies:
-        comp = {}
+        comp, mem, launch = {}, {}, {}
         for p in spec.paths.values():
-            comp[p.name] = p.efficiency.value
-            comp[p.name + "+dequant"] = p.dequant_efficiency.value
-        return cls(comp, spec.memory_efficiency.value, spec.launch.value,
-                   spec.sharpness.value if spec.sharpness else None)
+            o = p.overrides
+            for key, pre, eff in (
+                (p.name, "", p.efficiency),
+                (p.name + "+dequant", "dequant_", p.dequant_efficiency),
+            ):
+                comp[key] = eff.value
+                mem[key] = o.get(
+                    pre + "memory_efficiency", o.get("memory_efficiency", spec.memory_efficiency)
+                ).value
+                launch[key] = o.get(pre + "launch", o.get("launch", spec.launch)).value
+        return cls(comp, mem, launch, spec.sharpness.value if spec.sharpness else None)
 
 
 def blend(tc: float, tm: float, p: float | None) -> float:
@@ -180,7 +194,7 @@ def memory_time(spec: Spec, c: Components, eta_mem: float) -> float:
 
 def latency(spec: Spec, c: Components, eff: Efficiencies) -> float:
     tc = c.t_mma / eff.compute[c.key] + c.t_vector
-    return eff.launch + blend(tc, memory_time(spec, c, eff.memory), eff.sharpness)
+    return eff.launch[c.key] + blend(tc, memory_time(spec, c, eff.memory[c.key]), eff.sharpness)
 
 
 def components(spec: Spec, g: Gemm, choice: Choice | str) -> Components:
@@ -188,7 +202,9 @@ def components(spec: Spec, g: Gemm, choice: Choice | str) -> Components:
     choice = get_choice(choice)
     r = route(spec, choice)
     if r is None:
-        raise UnsupportedFormat(why_unsupported(spec, choice) + "; drop it from --formats or pick another target")
+        raise UnsupportedFormat(
+            why_unsupported(spec, choice) + "; drop it from --formats or pick another target"
+        )
     w, a = choice.weight, choice.act
     wshape = tuple(g.weight_shape or (g.n, g.k))
     in_elems = g.m * g.k if g.in_elems is None else g.in_elems
@@ -216,38 +232,58 @@ def components(spec: Spec, g: Gemm, choice: Choice | str) -> Components:
     return _finish(spec, r, g, bops, vec, w_bytes, a_bytes, g.macs)
 
 
-def _finish(spec: Spec, r: Route, g: Gemm, bops: float, vec: float, w_bytes: float, a_bytes: float,
-            macs: float) -> Components:
+def _finish(
+    spec: Spec, r: Route, g: Gemm, bops: float, vec: float, w_bytes: float, a_bytes: float, macs: float
+) -> Components:
     on_chip = spec.on_chip_bandwidth is not None and a_bytes <= spec.on_chip.value
     byte_e = spec.on_chip_energy.value if (on_chip and spec.on_chip_energy) else spec.dram_energy.value
-    energy = (macs * r.path.mac_energy.value + vec * spec.vector_op_energy.value
-              + w_bytes * spec.dram_energy.value + a_bytes * byte_e)
-    return Components(key=r.key, t_mma=2.0 * macs / r.path.peak.value, t_vector=vec / spec.vector_rate.value,
-                      weight_bytes=w_bytes, act_bytes=a_bytes, act_on_chip=on_chip, macs=float(macs),
-                      vector_ops=vec, bops=float(bops), energy=energy)
+    energy = (
+        macs * r.path.mac_energy.value
+        + vec * spec.vector_op_energy.value
+        + w_bytes * spec.dram_energy.value
+        + a_bytes * byte_e
+    )
+    return Components(
+        key=r.key,
+        t_mma=2.0 * macs / r.path.peak.value,
+        t_vector=vec / spec.vector_rate.value,
+        weight_bytes=w_bytes,
+        act_bytes=a_bytes,
+        act_on_chip=on_chip,
+        macs=float(macs),
+        vector_ops=vec,
+        bops=float(bops),
+        energy=energy,
+    )
 
 
 @dataclass(frozen=True)
 class GemmCost:
     """The answer to one query."""
 
-    latency: float      # s
-    bytes: float        # bytes moved (weights + activations in + out)
-    bops: float         # MACs × weight bits × activation bits
-    energy: float       # J (dynamic: MACs, vector ops, bytes moved)
-    bound: str          # "compute" | "memory" | "overhead"
-    path: str           # route key, e.g. "fp8" or "bf16+dequant"
+    latency: float  # s
+    bytes: float  # bytes moved (weights + activations in + out)
+    bops: float  # MACs × weight bits × activation bits
+    energy: float  # J (dynamic: MACs, vector ops, bytes moved)
+    bound: str  # "compute" | "memory" | "overhead"
+    path: str  # route key, e.g. "fp8" or "bf16+dequant"
 
     def as_dict(self) -> dict[str, float | str]:
-        return {"latency": self.latency, "bytes": self.bytes, "bops": self.bops, "energy": self.energy,
-                "bound": self.bound, "path": self.path}
+        return {
+            "latency": self.latency,
+            "bytes": self.bytes,
+            "bops": self.bops,
+            "energy": self.energy,
+            "bound": self.bound,
+            "path": self.path,
+        }
 
 
 def gemm_cost(spec: Spec, g: Gemm, choice: Choice | str, eff: Efficiencies | None = None) -> GemmCost:
     eff = eff or Efficiencies.of(spec)
     c = components(spec, g, choice)
     tc = c.t_mma / eff.compute[c.key] + c.t_vector
-    tm = memory_time(spec, c, eff.memory)
-    lat = eff.launch + blend(tc, tm, eff.sharpness)
-    bound = "overhead" if eff.launch > max(tc, tm) else ("compute" if tc >= tm else "memory")
+    tm = memory_time(spec, c, eff.memory[c.key])
+    lat = eff.launch[c.key] + blend(tc, tm, eff.sharpness)
+    bound = "overhead" if eff.launch[c.key] > max(tc, tm) else ("compute" if tc >= tm else "memory")
     return GemmCost(lat, c.weight_bytes + c.act_bytes, c.bops, c.energy, bound, c.key)

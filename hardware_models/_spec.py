@@ -48,16 +48,19 @@ class ComputePath:
     """One way the target multiplies matrices (a tensor-core mode, an NPU MAC array, a SIMD ISA)."""
 
     name: str
-    peak: Number                      # op/s, 2 ops per MAC, dense
-    efficiency: Number                # fraction of peak reached by native kernels on large problems
-    dequant_efficiency: Number        # the same for kernels that unpack an emulated operand
-    out_bits: Number                  # bits of each output element the kernel writes
-    mac_energy: Number                # J per MAC
+    peak: Number  # op/s, 2 ops per MAC, dense
+    efficiency: Number  # fraction of peak reached by native kernels on large problems
+    dequant_efficiency: Number  # the same for kernels that unpack an emulated operand
+    out_bits: Number  # bits of each output element the kernel writes
+    mac_energy: Number  # J per MAC
+    # optional per-path overrides of the target-wide factors (what calibration fits per kernel family);
+    # keys are "memory_efficiency", "launch" and their "dequant_" variants
+    overrides: dict[str, Number] = field(default_factory=dict, compare=False)
     weights: tuple[str, ...] = ()
     acts: tuple[str, ...] = ()
     emulated_weights: tuple[str, ...] = ()
     emulated_acts: tuple[str, ...] = ()
-    unit: str = ""                    # which hardware block runs it (for `show`)
+    unit: str = ""  # which hardware block runs it (for `show`)
 
     def takes(self, weight: str, act: str) -> tuple[bool, bool] | None:
         """(weight emulated, act emulated) if this path can run the pair, else None."""
@@ -81,20 +84,20 @@ class Spec:
     kind: str
     summary: str
     sources: dict[str, str]
-    bandwidth: Number            # main memory, B/s
-    memory_efficiency: Number    # fraction of `bandwidth` reached by streaming kernels
-    on_chip: Number              # B of on-chip memory (L2 / L3 / SRAM)
-    launch: Number               # s of fixed cost per kernel / per layer invocation
-    vector_rate: Number          # op/s of the units that unpack, dequantize and rescale
-    dequant_ops: Number          # vector ops per unpacked element
-    dequant_tile_m: Number       # rows of activations served by one unpack of the weights
-    vector_op_energy: Number     # J per vector op
-    dram_energy: Number          # J per byte from main memory
+    bandwidth: Number  # main memory, B/s
+    memory_efficiency: Number  # fraction of `bandwidth` reached by streaming kernels
+    on_chip: Number  # B of on-chip memory (L2 / L3 / SRAM)
+    launch: Number  # s of fixed cost per kernel / per layer invocation
+    vector_rate: Number  # op/s of the units that unpack, dequantize and rescale
+    dequant_ops: Number  # vector ops per unpacked element
+    dequant_tile_m: Number  # rows of activations served by one unpack of the weights
+    vector_op_energy: Number  # J per vector op
+    dram_energy: Number  # J per byte from main memory
     paths: dict[str, ComputePath]
     on_chip_bandwidth: Number | None = None  # B/s for activations that stay on chip (MCU SRAM)
-    on_chip_energy: Number | None = None     # J per byte of on-chip traffic
+    on_chip_energy: Number | None = None  # J per byte of on-chip traffic
     capacity: Number | None = None
-    sharpness: Number | None = None          # roofline blend exponent p (None: exact max)
+    sharpness: Number | None = None  # roofline blend exponent p (None: exact max)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     origin: str = ""
 
@@ -122,8 +125,10 @@ def _check_sourced(node, key: str, name: str) -> None:
     if isinstance(node, bool) or isinstance(node, str):
         return
     if isinstance(node, (int, float)):
-        raise SpecError(f"spec {name!r}: the number at {key or 'top level'} has no source; "
-                        f"write it as {{ value = {node}, source = \"...\" }}")
+        raise SpecError(
+            f"spec {name!r}: the number at {key or 'top level'} has no source; "
+            f'write it as {{ value = {node}, source = "..." }}'
+        )
     if isinstance(node, list):
         for i, v in enumerate(node):
             if not isinstance(v, str):
@@ -141,13 +146,22 @@ def _number(node: dict, key: str, name: str) -> Number:
     extra = set(node) - _NUMBER_KEYS
     src = node.get("source")
     v = node.get("value")
-    if extra or not isinstance(src, str) or not src.strip() or isinstance(v, bool) \
-            or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SpecError(f"spec {name!r}: {key} must be {{ value = <finite number>, unit = \"...\", "
-                        f"source = \"...\" }} (got {node!r})")
+    if (
+        extra
+        or not isinstance(src, str)
+        or not src.strip()
+        or isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+    ):
+        raise SpecError(
+            f'spec {name!r}: {key} must be {{ value = <finite number>, unit = "...", '
+            f'source = "..." }} (got {node!r})'
+        )
     return Number(float(v), src.strip(), str(node.get("unit", "")))
 
 
+_OVERRIDES = ("memory_efficiency", "launch", "dequant_memory_efficiency", "dequant_launch")
 _CLASS = re.compile(r"(int[2-8]|fp4|fp6|fp8|bf16|fp16|fp32)")
 
 
@@ -155,8 +169,10 @@ def _classes(obj: dict, key: str, where: str, name: str) -> tuple[str, ...]:
     vals = tuple(obj.get(key, ()))
     for v in vals:
         if not _CLASS.fullmatch(v):
-            raise SpecError(f"spec {name!r}: {where}.{key} has unknown operand class {v!r}; "
-                            "use int2..int8, fp4, fp6, fp8, bf16, fp16 or fp32")
+            raise SpecError(
+                f"spec {name!r}: {where}.{key} has unknown operand class {v!r}; "
+                "use int2..int8, fp4, fp6, fp8, bf16, fp16 or fp32"
+            )
     return vals
 
 
@@ -184,12 +200,18 @@ def parse_spec(raw: dict, origin: str = "") -> Spec:
         where = f"paths.{pname}"
         eff = num(p, "efficiency", where)
         paths[pname] = ComputePath(
-            name=pname, peak=num(p, "peak", where), efficiency=eff,
+            name=pname,
+            peak=num(p, "peak", where),
+            efficiency=eff,
             dequant_efficiency=num(p, "dequant_efficiency", where, required=False) or eff,
-            out_bits=num(p, "out_bits", where), mac_energy=num(p, "mac_energy", where),
-            weights=_classes(p, "weights", where, name), acts=_classes(p, "acts", where, name),
+            out_bits=num(p, "out_bits", where),
+            mac_energy=num(p, "mac_energy", where),
+            weights=_classes(p, "weights", where, name),
+            acts=_classes(p, "acts", where, name),
             emulated_weights=_classes(p, "emulated_weights", where, name),
-            emulated_acts=_classes(p, "emulated_acts", where, name), unit=str(p.get("unit", "")),
+            emulated_acts=_classes(p, "emulated_acts", where, name),
+            unit=str(p.get("unit", "")),
+            overrides={k: num(p, k, where) for k in _OVERRIDES if k in p},
         )
     if not paths:
         raise SpecError(f"spec {name!r} has no compute path under [paths]")
@@ -197,23 +219,36 @@ def parse_spec(raw: dict, origin: str = "") -> Spec:
         if n.value <= 0:
             raise SpecError(f"spec {name!r}: every path's peak must be positive")
     return Spec(
-        name=name, title=str(raw.get("title", name)), kind=str(raw.get("kind", "")),
-        summary=str(raw.get("summary", "")), sources=dict(raw.get("sources", {})),
-        bandwidth=num(mem, "bandwidth", "memory"), memory_efficiency=num(mem, "efficiency", "memory"),
-        on_chip=num(mem, "on_chip", "memory"), capacity=num(mem, "capacity", "memory", False),
+        name=name,
+        title=str(raw.get("title", name)),
+        kind=str(raw.get("kind", "")),
+        summary=str(raw.get("summary", "")),
+        sources=dict(raw.get("sources", {})),
+        bandwidth=num(mem, "bandwidth", "memory"),
+        memory_efficiency=num(mem, "efficiency", "memory"),
+        on_chip=num(mem, "on_chip", "memory"),
+        capacity=num(mem, "capacity", "memory", False),
         on_chip_bandwidth=num(mem, "on_chip_bandwidth", "memory", False),
-        launch=num(ovh, "launch", "overhead"), sharpness=num(ovh, "sharpness", "overhead", False),
-        vector_rate=num(vec, "rate", "vector"), dequant_ops=num(vec, "dequant_ops", "vector"),
-        dequant_tile_m=num(vec, "tile_m", "vector"), vector_op_energy=num(vec, "op_energy", "vector"),
-        dram_energy=num(en, "dram_byte", "energy"), on_chip_energy=num(en, "on_chip_byte", "energy", False),
-        paths=paths, raw=raw, origin=origin,
+        launch=num(ovh, "launch", "overhead"),
+        sharpness=num(ovh, "sharpness", "overhead", False),
+        vector_rate=num(vec, "rate", "vector"),
+        dequant_ops=num(vec, "dequant_ops", "vector"),
+        dequant_tile_m=num(vec, "tile_m", "vector"),
+        vector_op_energy=num(vec, "op_energy", "vector"),
+        dram_energy=num(en, "dram_byte", "energy"),
+        on_chip_energy=num(en, "on_chip_byte", "energy", False),
+        paths=paths,
+        raw=raw,
+        origin=origin,
     )
 
 
 def load_spec(path: str | Path) -> Spec:
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"spec file {str(p)!r} does not exist; see `mpsearch hardware list` for the bundled ones")
+        raise SpecError(
+            f"spec file {str(p)!r} does not exist; see `mpsearch hardware list` for the bundled ones"
+        )
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

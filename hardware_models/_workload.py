@@ -26,8 +26,10 @@ class Workload:
 
     def __post_init__(self) -> None:
         if self.batch < 1 or (self.seq_len is not None and self.seq_len < 1):
-            raise UsageError(f"workload batch and seq_len must be positive (got batch={self.batch}, "
-                             f"seq_len={self.seq_len})")
+            raise UsageError(
+                f"workload batch and seq_len must be positive (got batch={self.batch}, "
+                f"seq_len={self.seq_len})"
+            )
 
     def __str__(self) -> str:
         return f"batch={self.batch}" + (f",seq={self.seq_len}" if self.seq_len else "")
@@ -47,8 +49,14 @@ def site_gemm(site: Site, w: Workload) -> Gemm:
     b = w.batch
     if site.kind == "embedding":
         tokens = _rows(site.input_shape, w.seq_len, last=False) if site.input_shape is not None else 1
-        return Gemm(m=b * tokens, n=site.shape[1], k=1, out_elems=b * tokens * site.shape[1],
-                    weight_shape=site.shape, gather=True)
+        return Gemm(
+            m=b * tokens,
+            n=site.shape[1],
+            k=1,
+            out_elems=b * tokens * site.shape[1],
+            weight_shape=site.shape,
+            gather=True,
+        )
     n = site.shape[0]
     k = math.prod(site.shape[1:])
     if site.kind == "linear":
@@ -57,6 +65,12 @@ def site_gemm(site: Site, w: Workload) -> Gemm:
     # convolution: output pixels per sample from the traced output shape (C_out, *spatial)
     if site.output_shape and site.input_shape:
         pixels = math.prod(site.output_shape[1:])
-        return Gemm(m=b * pixels, n=n, k=k, in_elems=b * math.prod(site.input_shape),
-                    out_elems=b * math.prod(site.output_shape), weight_shape=site.shape)
+        return Gemm(
+            m=b * pixels,
+            n=n,
+            k=k,
+            in_elems=b * math.prod(site.input_shape),
+            out_elems=b * math.prod(site.output_shape),
+            weight_shape=site.shape,
+        )
     return Gemm(m=b, n=n, k=k, weight_shape=site.shape)  # untraced: one output pixel per sample

@@ -10,12 +10,23 @@ from .. import hardware_models
 from ..budget import format_metric
 from ..errors import FormatError, UsageError
 from ..formats import format_names, get_choice
+from ..hardware_models._calibrate import fitted_lines
 from ._common import info
 from ._registry import command
 
 # what `show --gemm` prices when --formats is not given: one of each family that exists
-_SHOW_FORMATS = ["bf16", "int8", "int4_g128", "int8:int8", "int4:int8", "int4:int4", "fp8_e4m3", "fp8_e4m3:fp8_e4m3",
-                 "mxfp4:mxfp8_e4m3", "nvfp4:nvfp4"]
+_SHOW_FORMATS = [
+    "bf16",
+    "int8",
+    "int4_g128",
+    "int8:int8",
+    "int4:int8",
+    "int4:int4",
+    "fp8_e4m3",
+    "fp8_e4m3:fp8_e4m3",
+    "mxfp4:mxfp8_e4m3",
+    "nvfp4:nvfp4",
+]
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -27,8 +38,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--gemm", metavar="M,N,K", help="also price one (M x K) @ (K x N) product per format")
     s.add_argument("--formats", help="formats for --gemm (default: one of each family that exists)")
     c = sub.add_parser("calibrate", help="fit a target's efficiency factors to measured latencies")
-    c.add_argument("csv", metavar="CSV", help="measured latencies (columns m,n,k,choice,latency_s), e.g. from "
-                                              "benchmarks/measure_kernels.py")
+    c.add_argument(
+        "csv",
+        metavar="CSV",
+        help="measured latencies (columns m,n,k,choice,latency_s), e.g. from benchmarks/measure_kernels.py",
+    )
     c.add_argument("--hardware", required=True, help="target to calibrate (name or spec .toml)")
     c.add_argument("-o", "--output", required=True, help="where to write the calibrated spec (.toml)")
 
@@ -43,8 +57,14 @@ def _list(args) -> int:
     for name in hardware_models.cost_model_names():
         hw = hardware_models.get(name)
         spec = getattr(hw, "spec", None)
-        rows.append({"name": name, "kind": getattr(spec, "kind", ""), "target": getattr(spec, "title", ""),
-                     "paths": ", ".join(getattr(spec, "paths", {}))})
+        rows.append(
+            {
+                "name": name,
+                "kind": getattr(spec, "kind", ""),
+                "target": getattr(spec, "title", ""),
+                "paths": ", ".join(getattr(spec, "paths", {})),
+            }
+        )
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
 
@@ -68,13 +88,29 @@ def _show(args) -> int:
     for k, v in spec.sources.items():
         print(f"  [{k}] {v}")
     print("\nnumbers:")
-    print(pd.DataFrame([{"key": k, "value": f"{n.value:.4g}", "unit": n.unit, "source": n.source}
-                        for k, n in spec.numbers()]).to_string(index=False, max_colwidth=90))
+    print(
+        pd.DataFrame(
+            [
+                {"key": k, "value": f"{n.value:.4g}", "unit": n.unit, "source": n.source}
+                for k, n in spec.numbers()
+            ]
+        ).to_string(index=False, max_colwidth=90)
+    )
     print("\ncompute paths:")
-    print(pd.DataFrame([{"path": p.name, "unit": p.unit, "peak": f"{p.peak.value / 1e12:.4g} Top/s",
-                         "native w/a": f"{'|'.join(p.weights)} / {'|'.join(p.acts)}",
-                         "emulated w/a": f"{'|'.join(p.emulated_weights) or '-'} / {'|'.join(p.emulated_acts) or '-'}"}
-                        for p in spec.paths.values()]).to_string(index=False))
+    print(
+        pd.DataFrame(
+            [
+                {
+                    "path": p.name,
+                    "unit": p.unit,
+                    "peak": f"{p.peak.value / 1e12:.4g} Top/s",
+                    "native w/a": f"{'|'.join(p.weights)} / {'|'.join(p.acts)}",
+                    "emulated w/a": "|".join(p.emulated_weights) + " / " + "|".join(p.emulated_acts),
+                }
+                for p in spec.paths.values()
+            ]
+        ).to_string(index=False)
+    )
     native, emulated, unsupported = _runnable(hw)
     print(f"\nweight-only formats (16-bit activations), of {len(format_names())} registered:")
     print(f"  direct: {', '.join(native) or '-'}\n  dequantized/unpacked: {', '.join(emulated) or '-'}")
@@ -103,9 +139,17 @@ def _gemm_table(hw, shape: str, formats: str | None) -> None:
             rows.append({"format": c.name, "path": "unsupported"})
             continue
         g = hw.gemm_cost(m, n, k, c)
-        rows.append({"format": c.name, "path": g.path, "bound": g.bound, "latency": format_metric("latency", g.latency),
-                     "bytes": format_metric("memory", g.bytes), "energy": format_metric("energy", g.energy),
-                     "bops": format_metric("bops", g.bops)})
+        rows.append(
+            {
+                "format": c.name,
+                "path": g.path,
+                "bound": g.bound,
+                "latency": format_metric("latency", g.latency),
+                "bytes": format_metric("memory", g.bytes),
+                "energy": format_metric("energy", g.energy),
+                "bops": format_metric("bops", g.bops),
+            }
+        )
     print(f"\none GEMM on {hw.spec.name}: M={m}, N={n}, K={k}")
     print(pd.DataFrame(rows).fillna("").to_string(index=False))
 
@@ -115,11 +159,11 @@ def _calibrate(args) -> int:
     for note in cal.notes:
         info(note)
     b, a = cal.before, cal.after
-    print(f"calibrated {cal.spec.name} on {a['n']} measured kernels: "
-          f"MdAPE {b['mdape']:.1%} -> {a['mdape']:.1%}, Spearman {b['spearman']:.3f} -> {a['spearman']:.3f}")
-    e = cal.efficiencies
-    fitted = ", ".join(f"{k}={v:.3g}" for k, v in sorted(e.compute.items()))
-    print(f"compute efficiency: {fitted}\nmemory efficiency {e.memory:.3g}, launch {e.launch * 1e6:.3g} us, "
-          f"sharpness {e.sharpness:.3g}")
+    print(
+        f"calibrated {cal.spec.name} on {a['n']} measured kernels: "
+        f"MdAPE {b['mdape']:.1%} -> {a['mdape']:.1%}, Spearman {b['spearman']:.3f} -> {a['spearman']:.3f}"
+    )
+    for line in fitted_lines(cal):
+        print(line)
     info(f"wrote {args.output} (use it with --hardware {args.output})")
     return 0

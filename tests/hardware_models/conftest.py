@@ -21,11 +21,25 @@ TOY = {
     "vector": {"rate": n(1e12, "op/s"), "dequant_ops": n(2), "tile_m": n(64), "op_energy": n(1e-12, "J/op")},
     "energy": {"dram_byte": n(1e-11, "J/B")},
     "paths": {
-        "bf16": {"weights": ["bf16"], "acts": ["bf16"], "emulated_weights": ["int4", "int8"],
-                 "peak": n(100e12), "efficiency": n(1.0), "dequant_efficiency": n(0.5), "out_bits": n(16),
-                 "mac_energy": n(1e-12, "J")},
-        "int8": {"weights": ["int8"], "acts": ["int8"], "emulated_weights": ["int4"],
-                 "peak": n(200e12), "efficiency": n(0.8), "out_bits": n(32), "mac_energy": n(0.25e-12, "J")},
+        "bf16": {
+            "weights": ["bf16"],
+            "acts": ["bf16"],
+            "emulated_weights": ["int4", "int8"],
+            "peak": n(100e12),
+            "efficiency": n(1.0),
+            "dequant_efficiency": n(0.5),
+            "out_bits": n(16),
+            "mac_energy": n(1e-12, "J"),
+        },
+        "int8": {
+            "weights": ["int8"],
+            "acts": ["int8"],
+            "emulated_weights": ["int4"],
+            "peak": n(200e12),
+            "efficiency": n(0.8),
+            "out_bits": n(32),
+            "mac_energy": n(0.25e-12, "J"),
+        },
     },
 }
 

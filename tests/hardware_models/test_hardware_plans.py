@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mpsearch.hardware_models import cost_table, get
 from torch import nn
 
 import mpsearch
 from mpsearch.errors import FormatError
 from mpsearch.formats import get_choice, parse_choices
-from mpsearch.hardware_models import cost_table, get
 from mpsearch.sensitivity import SensitivityTable
 from mpsearch.sensitivity._base import weight_perturbation
 
@@ -53,8 +53,15 @@ def _sens(model, site_list, formats):
 
 def _plan(setup, formats, budget, hardware):
     model, x, site_list = setup
-    return mpsearch.plan(model, x, budget=budget, formats=formats, hardware=hardware, guard_uniform=False,
-                         sensitivity=_sens(model, site_list, formats))
+    return mpsearch.plan(
+        model,
+        x,
+        budget=budget,
+        formats=formats,
+        hardware=hardware,
+        guard_uniform=False,
+        sensitivity=_sens(model, site_list, formats),
+    )
 
 
 def _uniform_latency(setup, hw, fmt):

@@ -95,8 +95,15 @@ def test_sharpness_blends_the_two_bounds(toy_raw):
 def test_conv_is_an_implicit_gemm(toy):
     # 3x3 conv, 64 -> 128 channels, 32x32 input, padding 1: M = 8*32*32, N = 128, K = 64*9
     c = toy.conv_cost(8, 64, 128, (32, 32), (3, 3), "bf16", padding=1)
-    g = toy.gemm_cost(8 * 32 * 32, 128, 64 * 9, "bf16", in_elems=8 * 64 * 32 * 32, out_elems=8 * 128 * 32 * 32,
-                      weight_shape=(128, 64, 3, 3))
+    g = toy.gemm_cost(
+        8 * 32 * 32,
+        128,
+        64 * 9,
+        "bf16",
+        in_elems=8 * 64 * 32 * 32,
+        out_elems=8 * 128 * 32 * 32,
+        weight_shape=(128, 64, 3, 3),
+    )
     assert c == g
     assert c.bytes == 128 * 64 * 9 * 2 + 8 * 64 * 32 * 32 * 2 + 8 * 128 * 32 * 32 * 2
 

@@ -19,8 +19,8 @@ class Tiny(nn.Module):
         self.fc = nn.Linear(64, 16)
 
     def forward(self, tok):
-        h = self.emb(tok).transpose(1, 2)          # (B, 32, T)
-        h = self.conv(h).transpose(1, 2)           # (B, T, 64)
+        h = self.emb(tok).transpose(1, 2)  # (B, 32, T)
+        h = self.conv(h).transpose(1, 2)  # (B, T, 64)
         return self.fc(h)
 
 
@@ -51,9 +51,13 @@ def test_cost_table_and_reference(tiny_sites):
     fc = table.set_index(["site", "format"]).loc[("fc", "bf16")]
     assert fc.latency == pytest.approx(hw.gemm_cost(80, 16, 64, "bf16").latency)
     ref = reference(Tiny(), list(tiny_sites.values()), hw)
-    assert ref.full["latency"] == pytest.approx(table[table.format == "bf16"].latency.sum() + ref.fixed["latency"])
+    assert ref.full["latency"] == pytest.approx(
+        table[table.format == "bf16"].latency.sum() + ref.fixed["latency"]
+    )
     biases = (64 + 16) * 2  # non-site parameters at 16 bits
-    assert ref.fixed["latency"] == pytest.approx(biases / (hw.spec.bandwidth.value * hw.spec.memory_efficiency.value))
+    assert ref.fixed["latency"] == pytest.approx(
+        biases / (hw.spec.bandwidth.value * hw.spec.memory_efficiency.value)
+    )
 
 
 def test_latency_grows_with_batch(tiny_sites):
