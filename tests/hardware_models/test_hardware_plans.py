@@ -136,7 +136,9 @@ def test_fp8_on_h100_and_not_on_the_mcu(setup, caplog):
 
 
 def test_plan_reports_hardware_totals(setup):
-    p = _plan(setup, INT_FORMATS, "latency=90%", "orin:batch=4")
+    p = _plan(setup, INT_FORMATS, ["latency=90%", "energy=60%"], "orin:batch=4")
     assert p.provenance["hardware"] == "orin"
-    assert p.totals["latency"] > 0 and p.totals["energy"] > 0
     assert all("latency" in r and "energy" in r for r in p.sites.values())
+    full = _plan(setup, ["bf16"], "latency=100%", "orin:batch=4").totals  # the all-16-bit reference
+    assert p.totals["energy"] <= 0.6 * full["energy"] * (1 + SOLVER_SLACK)
+    assert p.totals["latency"] <= 0.9 * full["latency"] * (1 + SOLVER_SLACK)
