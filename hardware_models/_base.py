@@ -115,6 +115,20 @@ def cost_table(sites: list[Site], choices: list[Choice], hardware: CostModel | N
     return pd.DataFrame(rows)
 
 
+def model_costs(model: nn.Module, sites: list[Site], assignments: dict[str, str],
+                hardware: CostModel | None = None) -> pd.DataFrame:
+    """Per-layer costs of one assignment, plus a `(fixed)` row for the non-site parameters and a `TOTAL`
+    row: the whole-model bytes, BOPs, latency and energy on the target."""
+    rows = [{"site": s.name, "format": get_choice(assignments[s.name]).name,
+             **storage_costs(s, get_choice(assignments[s.name])),
+             **(hardware.site_cost(s, get_choice(assignments[s.name])) if hardware else {})} for s in sites]
+    df = pd.DataFrame(rows)
+    fixed = reference(model, sites, hardware).fixed
+    df.loc[len(df)] = {"site": "(fixed)", "format": "16-bit", **{c: fixed.get(c, 0.0) for c in df.columns[2:]}}
+    df.loc[len(df)] = {"site": "TOTAL", "format": "", **{c: float(df[c].sum()) for c in df.columns[2:]}}
+    return df
+
+
 def reference(model: nn.Module, sites: list[Site], hardware: CostModel | None = None) -> Reference:
     """Totals of the all-16-bit model and the fixed costs outside the sites."""
     site_params = {s.param for s in sites}

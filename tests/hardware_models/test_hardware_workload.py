@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mpsearch.hardware_models import cost_table, get, reference
+from mpsearch.hardware_models import cost_table, get, model_costs, reference
 from torch import nn
 
 from mpsearch import sites
@@ -64,3 +64,16 @@ def test_latency_grows_with_batch(tiny_sites):
     s = tiny_sites["fc"]
     lat = [get("xeon-8380", batch=b).site_cost(s, get_choice("int8:int8"))["latency"] for b in (1, 64, 4096)]
     assert lat[0] <= lat[1] < lat[2]
+
+
+def test_whole_model_costs(tiny_sites):
+    hw, model = get("xeon-8380", batch=2), Tiny()
+    site_list = list(tiny_sites.values())
+    assign = {"emb": "int8", "conv": "int8:int8", "fc": "bf16"}
+    df = model_costs(model, site_list, assign, hw).set_index("site")
+    table = cost_table(site_list, [get_choice(f) for f in set(assign.values())], hw).set_index(["site", "format"])
+    per_site = sum(table.loc[(s, f)].latency for s, f in assign.items())
+    fixed = reference(model, site_list, hw).fixed
+    assert df.loc["TOTAL", "latency"] == pytest.approx(per_site + fixed["latency"])
+    assert df.loc["(fixed)", "bytes"] == fixed["bytes"] == (64 + 16) * 2
+    assert df.loc["conv", "format"] == "int8:int8"
