@@ -124,8 +124,9 @@ def model_costs(model: nn.Module, sites: list[Site], assignments: dict[str, str]
              **(hardware.site_cost(s, get_choice(assignments[s.name])) if hardware else {})} for s in sites]
     df = pd.DataFrame(rows)
     fixed = reference(model, sites, hardware).fixed
-    df.loc[len(df)] = {"site": "(fixed)", "format": "16-bit", **{c: fixed.get(c, 0.0) for c in df.columns[2:]}}
-    df.loc[len(df)] = {"site": "TOTAL", "format": "", **{c: float(df[c].sum()) for c in df.columns[2:]}}
+    cols = df.columns[2:]
+    df.loc[len(df)] = {"site": "(fixed)", "format": "16-bit", **{c: fixed.get(c, 0.0) for c in cols}}
+    df.loc[len(df)] = {"site": "TOTAL", "format": "", **{c: float(df[c].sum()) for c in cols}}
     return df
 
 

@@ -71,7 +71,8 @@ def test_whole_model_costs(tiny_sites):
     site_list = list(tiny_sites.values())
     assign = {"emb": "int8", "conv": "int8:int8", "fc": "bf16"}
     df = model_costs(model, site_list, assign, hw).set_index("site")
-    table = cost_table(site_list, [get_choice(f) for f in set(assign.values())], hw).set_index(["site", "format"])
+    choices = [get_choice(f) for f in set(assign.values())]
+    table = cost_table(site_list, choices, hw).set_index(["site", "format"])
     per_site = sum(table.loc[(s, f)].latency for s, f in assign.items())
     fixed = reference(model, site_list, hw).fixed
     assert df.loc["TOTAL", "latency"] == pytest.approx(per_site + fixed["latency"])
