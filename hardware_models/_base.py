@@ -8,6 +8,7 @@ says which choices the target cannot run.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 
@@ -18,6 +19,8 @@ from mpsearch.budget import Reference
 from mpsearch.errors import UsageError
 from mpsearch.formats import Choice, get_choice
 from mpsearch.model import Site
+
+log = logging.getLogger("mpsearch")
 
 FULL = get_choice("bf16")  # the 16-bit reference every relative budget is measured against
 
@@ -63,13 +66,41 @@ def cost_model_names() -> list[str]:
 
 
 def get(name: str | CostModel | None, **kwargs) -> CostModel | None:
-    """The cost model registered as `name` (None: storage costs only)."""
+    """The cost model registered as `name` (None: storage costs only).
+
+    `name` may carry a workload, `h100:batch=32,seq=512`, or be a spec file (`my-h100.toml`, e.g. one
+    written by `mpsearch hardware calibrate`); keyword arguments (`batch=`, `seq_len=`) override it.
+    """
     if name is None or isinstance(name, CostModel):
         return name
-    if name not in _REGISTRY:
+    from ._analytical import AnalyticalCostModel, parse_hardware
+
+    key, workload = parse_hardware(str(name))
+    workload.update(kwargs)
+    if key.endswith(".toml"):
+        return AnalyticalCostModel(spec=key, **workload)
+    if key not in _REGISTRY:
         known = ", ".join(cost_model_names()) or "none installed"
-        raise UsageError(f"unknown hardware {name!r}; choose one of: {known}")
-    return _REGISTRY[name](**kwargs)
+        raise UsageError(f"unknown hardware {key!r}; choose one of: {known} (or a spec .toml file)")
+    return _REGISTRY[key](**workload)
+
+
+def supported(hardware: CostModel | None, choices: list[Choice]) -> list[Choice]:
+    """The choices the target can run; warns naming the excluded ones, errors if none is left."""
+    if hardware is None:
+        return list(choices)
+    keep, dropped = [], []
+    for c in choices:
+        why = hardware.unsupported(c)
+        (dropped if why else keep).append((c, why))
+    if dropped:
+        names = ", ".join(c.name for c, _ in dropped)
+        if not keep:
+            raise UsageError(f"none of the formats can run on {hardware.name} ({names} are unsupported: "
+                             f"{dropped[0][1]}); pass --formats that it supports "
+                             f"(see `mpsearch hardware show {hardware.name}`)")
+        log.warning("excluded on %s (unsupported): %s; e.g. %s", hardware.name, names, dropped[0][1])
+    return [c for c, _ in keep]
 
 
 def cost_table(sites: list[Site], choices: list[Choice], hardware: CostModel | None = None) -> pd.DataFrame:
@@ -82,6 +113,21 @@ def cost_table(sites: list[Site], choices: list[Choice], hardware: CostModel | N
                 row.update(hardware.site_cost(s, c))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def model_costs(model: nn.Module, sites: list[Site], assignments: dict[str, str],
+                hardware: CostModel | None = None) -> pd.DataFrame:
+    """Per-layer costs of one assignment, plus a `(fixed)` row for the non-site parameters and a `TOTAL`
+    row: the whole-model bytes, BOPs, latency and energy on the target."""
+    rows = [{"site": s.name, "format": get_choice(assignments[s.name]).name,
+             **storage_costs(s, get_choice(assignments[s.name])),
+             **(hardware.site_cost(s, get_choice(assignments[s.name])) if hardware else {})} for s in sites]
+    df = pd.DataFrame(rows)
+    fixed = reference(model, sites, hardware).fixed
+    cols = df.columns[2:]
+    df.loc[len(df)] = {"site": "(fixed)", "format": "16-bit", **{c: fixed.get(c, 0.0) for c in cols}}
+    df.loc[len(df)] = {"site": "TOTAL", "format": "", **{c: float(df[c].sum()) for c in cols}}
+    return df
 
 
 def reference(model: nn.Module, sites: list[Site], hardware: CostModel | None = None) -> Reference:

@@ -141,6 +141,7 @@ def _plan(model, data, budgets, formats, estimator, search, seed, hardware, obje
         data = data.with_reference(model)
     choices = parse_choices(formats, DEFAULT_FORMATS)
     hw = hardware_models.get(hardware)
+    choices = hardware_models.supported(hw, choices)  # drops (and names) formats the target cannot run
     costs = hardware_models.cost_table(site_list, choices, hw)
     ref: Reference = hardware_models.reference(model, site_list, hw)
     limits = resolve(budgets, ref)
