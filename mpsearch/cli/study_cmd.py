@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..errors import StudyError
 from ..study import load_spec, open_study, pareto_front, run_study, trials_frame, write_outputs
-from ..study.storage import redact
+from ..study.storage import redact, storage_url
 from ._common import info
 from ._registry import command
 
@@ -49,7 +49,7 @@ def _show(spec, storage) -> None:
                                      ("estimators", spec.estimators), ("hardware", spec.hardware),
                                      ("searchers", spec.searchers), ("budgets", spec.budgets)]))
     print("objectives: " + ", ".join(map(str, spec.objectives)) + f"; seed {spec.seed}")
-    url = storage or spec.storage or spec.default_storage
+    url = storage_url(spec, storage)
     try:
         st = open_study(spec, url, create=False)
     except StudyError as e:  # not run yet is a normal state for `show`

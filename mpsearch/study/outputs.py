@@ -10,7 +10,7 @@ from .plot import plot_fronts, png_bytes
 from .report import write_report
 from .results import export, trials_frame
 from .spec import StudySpec
-from .storage import redact
+from .storage import redact, storage_url
 
 
 def default_out_dir(spec: StudySpec) -> Path:
@@ -33,5 +33,5 @@ def write_outputs(spec: StudySpec, storage: str | None = None, out_dir: str | Pa
     paths["html"] = write_report(out / "report.html", df=df, title=f"mpsearch study {spec.name}",
                                  objectives=spec.objectives, series=spec.series, png=png,
                                  description=spec.description, failed=failed, grid_size=len(spec.grid()),
-                                 storage=redact(storage or spec.storage or spec.default_storage))
+                                 storage=redact(storage_url(spec, storage)))
     return paths

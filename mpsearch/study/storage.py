@@ -33,15 +33,20 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import StudyError
 from .spec import GridPoint, StudySpec
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 @contextlib.contextmanager
-def _experimental_ok() -> Iterator[None]:
-    """Heartbeats and stale-trial retry are marked experimental in Optuna; they are what we rely on."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+def quiet_optuna() -> Iterator[None]:
+    """No per-trial INFO lines under the progress bar, and no warnings that heartbeats and stale-trial
+    retry are experimental in Optuna (they are what we rely on). Restores both on exit."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
 
 SUPPORTED = ("sqlite", "postgresql")
 
@@ -54,6 +59,26 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is reported by `dialect`
         return url
+
+
+def storage_url(spec: StudySpec, storage: str | None = None) -> str:
+    """`--storage`, else the file's `storage` key, else SQLite beside the file; with a PostgreSQL driver
+    chosen when the URL names none (SQLAlchemy's default, psycopg 3, may not be the one installed)."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    url = storage or spec.storage or spec.default_storage
+    if dialect(url) == "postgresql" and "+" not in url.split("://", 1)[0]:
+        drivers = [d for d in ("psycopg", "psycopg2") if importlib.util.find_spec(d) is not None]
+        if not drivers:
+            raise StudyError(f"{redact(url)} needs a PostgreSQL driver: pip install 'mpsearch[postgres]'")
+        url = make_url(url).set(drivername=f"postgresql+{drivers[0]}").render_as_string(hide_password=False)
+    return url
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def dialect(url: str) -> str:
@@ -95,8 +120,15 @@ class StudyLock:
         else:
             import sqlalchemy
 
-            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-            self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+                self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            except ImportError as e:
+                raise StudyError(f"{redact(url)} needs its driver ({_first_line(e)}): "
+                                 "pip install 'mpsearch[postgres]'") from e
+            except sqlalchemy.exc.SQLAlchemyError as e:
+                raise StudyError(f"cannot open storage {redact(url)} ({_first_line(e)}); "
+                                 "check the URL and that the server runs") from e
             self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
 
     @contextlib.contextmanager
@@ -150,16 +182,12 @@ def make_storage(url: str, spec: StudySpec | None = None) -> RDBStorage:
     if spec is not None:
         kw = {"heartbeat_interval": spec.run.heartbeat_seconds, "grace_period": spec.run.grace_seconds}
     try:
-        with _experimental_ok():
+        with quiet_optuna():
             if spec is not None:
                 kw["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(spec.run.max_retry)
             return RDBStorage(url, engine_kwargs=engine, **kw)
-    except ImportError as e:
-        raise StudyError(f"cannot reach {redact(url)}: a driver is missing ({e}); "
-                         "pip install 'mpsearch[postgres]' (psycopg2-binary)") from e
-    except Exception as e:  # noqa: BLE001 - connection refused, bad credentials, ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudyError(f"cannot open storage {redact(url)} ({msg}); "
+    except Exception as e:  # noqa: BLE001 - connection refused, bad credentials, unwritable file, ...
+        raise StudyError(f"cannot open storage {redact(url)} ({_first_line(e)}); "
                          "check the URL and that the server runs") from e
 
 
@@ -207,11 +235,15 @@ class StoredStudy:
 
     def claim(self) -> tuple[int, GridPoint, FrozenTrial] | None:
         """Fail stale trials (queueing their retries), then pop the lowest-numbered waiting trial."""
-        with self.lock.held(), _experimental_ok():
+        with self.lock.held(), quiet_optuna():
             fail_stale_trials(self.study)
-            sid = self.study_id
+            sid, grid = self.study_id, {p.digest for p in self.spec.grid()}
             for t in self.trials(states=(TrialState.WAITING,)):
                 tid = self.storage.get_trial_id_from_study_id_trial_number(sid, t.number)
+                if t.user_attrs.get("digest") not in grid:  # e.g. the retry of a point since edited away
+                    self.storage.set_trial_user_attr(tid, "error", "no longer in the study file")
+                    self.storage.set_trial_state_values(tid, state=TrialState.FAIL)
+                    continue
                 # Heartbeat first: a worker killed between these two calls leaves a WAITING trial (which
                 # stale checks ignore), never a RUNNING one without a heartbeat (which they would miss).
                 self.storage.record_heartbeat(tid)
@@ -225,7 +257,7 @@ class StoredStudy:
 
     def requeue(self, trial_id: int) -> None:
         """Fail a trial this worker is abandoning (Ctrl-C) and queue its retry, as a stale one would be."""
-        with self.lock.held(), _experimental_ok():
+        with self.lock.held(), quiet_optuna():
             if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 retry = self.storage.get_heartbeat_stale_trial_callback()
                 retry(self.study, self.storage.get_trial(trial_id))
@@ -239,29 +271,34 @@ class StoredStudy:
 def open_study(spec: StudySpec, storage: str | None = None, *, create: bool = True) -> StoredStudy:
     """Create (or load) the study named in `spec` in `storage` (default: the file's, else SQLite beside
     the file)."""
-    url = storage or spec.storage or spec.default_storage
+    url = storage_url(spec, storage)
     if not create and dialect(url) == "sqlite" and not Path(sqlite_path(url)).is_file():
         raise StudyError(f"no study {spec.name!r} yet: {sqlite_path(url)} does not exist; run "
                          f"`mpsearch study run {spec.source.name}` first")
     lock = StudyLock(url, spec.name)
-    with lock.held():  # the first worker creates tables and the study; the rest wait, then load
-        st = make_storage(url, spec)
-        directions = ["maximize" if m.maximize else "minimize" for m in spec.objectives]
-        names = [m.name for m in spec.objectives]
-        try:
-            study = optuna.load_study(study_name=spec.name, storage=st)
-        except KeyError:
-            if not create:
-                raise StudyError(f"no study {spec.name!r} in {redact(url)}; run `mpsearch study run "
-                                 f"{spec.source.name}` first (with the same --storage)") from None
-            study = optuna.create_study(study_name=spec.name, storage=st, directions=directions,
-                                        sampler=optuna.samplers.RandomSampler(seed=spec.seed))
-            study.set_user_attr("objectives", names)
-        stored = study.user_attrs.get("objectives")
-        if stored != names or [d.name.lower() for d in study.directions] != directions:
-            raise StudyError(f"study {spec.name!r} in {redact(url)} was made with objectives {stored}; "
-                             f"this file asks for {names}: give the study a new name = ... "
-                             "or use a new storage")
+    try:
+        # The first worker creates the tables and the study; the rest wait for the lock, then load.
+        with lock.held(), quiet_optuna():
+            st = make_storage(url, spec)
+            directions = ["maximize" if m.maximize else "minimize" for m in spec.objectives]
+            names = [m.name for m in spec.objectives]
+            try:
+                study = optuna.load_study(study_name=spec.name, storage=st)
+            except KeyError:
+                if not create:
+                    raise StudyError(f"no study {spec.name!r} in {redact(url)}; run `mpsearch study run "
+                                     f"{spec.source.name}` first (with the same --storage)") from None
+                study = optuna.create_study(study_name=spec.name, storage=st, directions=directions,
+                                            sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+                study.set_user_attr("objectives", names)
+            stored = study.user_attrs.get("objectives")
+            if stored != names or [d.name.lower() for d in study.directions] != directions:
+                raise StudyError(f"study {spec.name!r} in {redact(url)} was made with objectives {stored}; "
+                                 f"this file asks for {names}: give the study a new name = ... "
+                                 "or use a new storage")
+    except BaseException:
+        lock.close()
+        raise
     return StoredStudy(spec, url, st, study, lock)
 
 

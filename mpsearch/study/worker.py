@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..errors import MpsearchError
 from .evaluate import Evaluator
 from .spec import StudySpec
-from .storage import StoredStudy, open_study, worker_id
+from .storage import StoredStudy, open_study, quiet_optuna, storage_url, worker_id
 
 log = logging.getLogger("mpsearch")
 
@@ -46,10 +46,11 @@ def _progress_bar(spec: StudySpec, total: int, enabled: bool | None) -> tqdm:
                 disable=None if enabled is None else not enabled)
 
 
-def _refresh(bar: tqdm, st: StoredStudy, mine: int) -> dict[str, int]:
+def _refresh(bar: tqdm, st: StoredStudy, mine: int | None = None) -> dict[str, int]:
     status = st.status()
     bar.n = status["finished"]
-    bar.set_postfix(running=status["running"], waiting=status["waiting"], this_worker=mine, refresh=False)
+    extra = {} if mine is None else {"this_worker": mine}
+    bar.set_postfix(running=status["running"], waiting=status["waiting"], **extra, refresh=False)
     bar.refresh()
     return status
 
@@ -63,8 +64,7 @@ def run_worker(spec: StudySpec, storage: str | None = None, *, progress: bool | 
     done = failed = 0
     try:
         st.ensure_grid()
-        bar = _progress_bar(spec, len(spec.grid()), progress)
-        with bar:
+        with _progress_bar(spec, len(spec.grid()), progress) as bar, quiet_optuna():
             while True:
                 claimed = st.claim()
                 if claimed is None:
@@ -110,7 +110,7 @@ def run_study(spec: StudySpec, storage: str | None = None, *, workers: int = 1,
     `mpsearch study run FILE --storage postgresql://...` on each; they share the queue."""
     if workers <= 1:
         return [run_worker(spec, storage, progress=progress)]
-    url = storage or spec.storage or spec.default_storage
+    url = storage_url(spec, storage)
     st = open_study(spec, url)  # create tables, the study and the queue once, before the children start
     try:
         st.ensure_grid()
@@ -126,9 +126,9 @@ def run_study(spec: StudySpec, storage: str | None = None, *, workers: int = 1,
         try:
             with _progress_bar(spec, len(spec.grid()), progress) as bar:
                 while any(p.poll() is None for p in procs):
-                    _refresh(bar, st, 0)
+                    _refresh(bar, st)
                     time.sleep(1.0)
-                _refresh(bar, st, 0)
+                _refresh(bar, st)
         finally:
             st.close()
     finally:

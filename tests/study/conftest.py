@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -57,8 +58,8 @@ def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return hits[-1] if hits else None
+    hits = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")  # Debian keeps the server off PATH
+    return max(hits, key=lambda h: [int(x) for x in re.findall(r"\d+", h.split("/")[4])], default=None)
 
 
 def _free_port() -> int:

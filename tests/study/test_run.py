@@ -174,3 +174,15 @@ def test_hardware_targets_and_three_metric_fronts(tmp_path, monkeypatch):
     legend = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
     assert {"digits-cnn · toy-npu · hessian-a", "digits-cnn · toy-npu-2x · hessian-a"} <= legend
     assert Image.open(io.BytesIO(png_bytes(fig))).size[0] > 3 * 300
+
+
+def test_waiting_trials_of_points_edited_away_are_not_run(tmp_path):
+    study = write_study(tmp_path, estimators=1, budgets='["3bits", "4bits"]')
+    st = open_study(load_spec(study))
+    assert st.ensure_grid() == 2 and st.ensure_grid() == 0  # enqueued once, idempotently
+    st.close()
+    study.write_text(study.read_text().replace('["3bits", "4bits"]', '["3bits"]'))
+    run_study(load_spec(study), progress=False)
+    df = load_study(study, include_failed=True, current_only=False)
+    assert sorted(zip(df.budget, df.state, df.error.fillna(""), strict=True)) == [
+        ("3bits", "COMPLETE", ""), ("4bits", "FAIL", "no longer in the study file")]
