@@ -41,8 +41,8 @@ def _finish(p: subprocess.Popen) -> None:
 
 
 def test_workers_share_postgres_study_survive_a_kill_and_match_sqlite(tmp_path, postgres_url):
-    # hessian-a takes 24 probes, so a worker's first trial lasts seconds: long enough to kill it mid-trial.
-    study = write_study(tmp_path, "shared", probes=24)
+    # hessian-a takes 16 probes, so a worker's first trial lasts seconds: long enough to kill it mid-trial.
+    study = write_study(tmp_path, "shared", probes=16, budgets='["2.5bits", "3bits", "4bits"]')
     spec = load_spec(study)
     grid = sorted(p.key for p in spec.grid())
 
