@@ -19,15 +19,18 @@ from .errors import (  # noqa: E402
     MpsearchError,
     NoQuantizableSites,
     PlanError,
+    StudyError,
 )
 from .formats import get_format  # noqa: E402
 from .model import Site, fingerprint, sites  # noqa: E402
 from .plan import Plan  # noqa: E402
 from .search import solve  # noqa: E402
 from .sensitivity import SensitivityTable  # noqa: E402
+from .study import load_study  # noqa: E402
 
 __all__ = [
     "Budget", "BudgetError", "DataError", "FormatError", "InfeasibleBudget", "ModelLoadError", "ModelMismatch",
     "MpsearchError", "NoQuantizableSites", "Plan", "PlanError", "SensitivityTable", "Site", "apply",
     "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
+    "StudyError", "load_study",
 ]

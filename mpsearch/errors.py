@@ -45,3 +45,7 @@ class ModelMismatch(MpsearchError):
 
 class PlanError(MpsearchError):
     """A plan file is missing, corrupt, or of an unsupported schema version."""
+
+
+class StudyError(MpsearchError):
+    """A study file is invalid, or its stored trials do not match it."""

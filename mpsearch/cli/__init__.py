@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import MpsearchError
-from . import apply_cmd, eval_cmd, examples_cmd, hardware_cmd, plan_cmd, sites_cmd  # noqa: F401  (register the verbs)
+from . import apply_cmd, eval_cmd, examples_cmd, hardware_cmd, plan_cmd, sites_cmd, study_cmd  # noqa: F401
 from ._registry import COMMANDS
 
 
