@@ -20,8 +20,9 @@ from .errors import (  # noqa: E402
     NoQuantizableSites,
     PlanError,
 )
-from .formats import get_format  # noqa: E402
+from .formats import get_choice, get_format  # noqa: E402
 from .model import Site, fingerprint, sites  # noqa: E402
+from .packed import export, load_packed  # noqa: E402
 from .plan import Plan  # noqa: E402
 from .search import solve  # noqa: E402
 from .sensitivity import SensitivityTable  # noqa: E402
@@ -30,4 +31,5 @@ __all__ = [
     "Budget", "BudgetError", "DataError", "FormatError", "InfeasibleBudget", "ModelLoadError", "ModelMismatch",
     "MpsearchError", "NoQuantizableSites", "Plan", "PlanError", "SensitivityTable", "Site", "apply",
     "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
+    "export", "get_choice", "load_packed",
 ]

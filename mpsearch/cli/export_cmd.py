@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import export
-from ..plan import Plan
-from ._common import Inputs, add_model_args, info
+from ..packed import export
+from ._common import add_plan_args, info, model_and_plan
 from ._registry import command
 
 
-def arguments(p: argparse.ArgumentParser) -> None:
-    add_model_args(p, required=False)
-    p.add_argument("plan", metavar="PLAN", help="plan JSON from `mpsearch plan`")
-    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
-
-
-@command("export", "write the model packed per a plan (codes, scales, zero-points) to safetensors", arguments)
+@command("export", "write the model packed per a plan (codes, scales, zero-points) to safetensors",
+         lambda p: add_plan_args(p, "the .safetensors file to write"))
 def run(args: argparse.Namespace) -> int:
-    if args.example and args.model and not args.plan:
-        args.plan, args.model = args.model, None
-    plan = Plan.load(args.plan)
-    inp = Inputs(args, need_data=False)
+    inp, plan = model_and_plan(args)
     r = export(inp.model, plan, args.output)
     info(f"wrote {r.path}: {r.file_bytes} bytes = sites {r.site_bytes} (plan predicted "
          f"{r.predicted_site_bytes}) + other parameters {r.other_param_bytes} (16-bit) + buffers "

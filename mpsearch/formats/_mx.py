@@ -19,6 +19,7 @@ import torch
 
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
 from ._elements import E2M1, E2M3, E3M2, E4M3, E5M2, INT8
+from ._scaling import absmax
 
 BLOCK = 32
 BLOCKS = Granularity("g", BLOCK)
@@ -62,7 +63,7 @@ class MXFormat(Format):
 
     def _shared_exp(self, blocks: torch.Tensor) -> torch.Tensor:
         """int32 shared exponent per block, (R, nb, 1); E8M0_NAN - 127 marks a non-finite block."""
-        amax = blocks.abs().amax(dim=-1, keepdim=True)
+        amax = absmax(blocks)
         e = (floor_log2(amax) - self.elem.emax).clamp_(min=-E8M0_BIAS)
         e = torch.where(amax == 0, -E8M0_BIAS, e)
         return torch.where(torch.isfinite(amax), e, E8M0_NAN - E8M0_BIAS)

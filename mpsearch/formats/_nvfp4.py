@@ -17,6 +17,7 @@ import torch
 
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
 from ._elements import E2M1, E4M3
+from ._scaling import absmax
 
 BLOCK = 16
 BLOCKS = Granularity("g", BLOCK)
@@ -42,7 +43,7 @@ class NVFP4Format(Format):
     @staticmethod
     def _scales(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(tensor scale g, block scales s on the E4M3 grid, shape (R, nb, 1)), float32."""
-        amax = blocks.abs().amax(dim=-1, keepdim=True)
+        amax = absmax(blocks)
         g = amax.amax() / (E2M1.max * E4M3.max)
         g = torch.where(g > 0, g, torch.ones_like(g))
         return g, E4M3.round(amax / E2M1.max / g)

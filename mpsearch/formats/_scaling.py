@@ -43,6 +43,12 @@ def fp16_scale(clip: torch.Tensor, qmax: float) -> torch.Tensor:
     return torch.where(out > 0, out, torch.ones_like(out))
 
 
+def absmax(blocks: torch.Tensor) -> torch.Tensor:
+    """max |x| over the last dim, keepdim; from one min/max pass (no |x| temporary: 1 read, no write)."""
+    lo, hi = torch.aminmax(blocks, dim=-1, keepdim=True)
+    return torch.maximum(hi, -lo)
+
+
 def _quantile(a: torch.Tensor, method: str) -> torch.Tensor:
     q = float("0." + method[1:])
     n = a.shape[-1]
@@ -76,9 +82,9 @@ def best_by_error(blocks: torch.Tensor, candidates: list[torch.Tensor], error: E
 def symmetric_clip(blocks: torch.Tensor, method: str, bits: int | None, error: ErrorFn) -> torch.Tensor:
     """Per-block clip (shape (..., 1)) of `blocks` (..., n). `error(blocks, clip)` is the squared
     quantization error per block at that clip (used by `mse`); `bits` drives OCTAV's noise term."""
-    a = blocks.abs()
     if method == "absmax":
-        return a.amax(dim=-1, keepdim=True)
+        return absmax(blocks)
+    a = blocks.abs()
     if method == "mse":
         amax = a.amax(dim=-1, keepdim=True)
         return best_by_error(blocks, [amax * alpha for alpha in MSE_GRID], error)

@@ -2,9 +2,8 @@
 
 from mpsearch.cli import main
 
-ISSUE_NAMES = ["int4", "int4_g128", "int8_pt", "int4_asym_g64", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3",
-               "fp4_e2m1_g32", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8", "nvfp4",
-               "bf16", "fp16"]
+ISSUE_NAMES = ("int4 int4_g128 int8_pt int4_asym_g64 fp8_e4m3 fp8_e5m2 fp6_e3m2 fp6_e2m3 fp4_e2m1_g32 "
+               "mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4 mxint8 nvfp4 bf16 fp16").split()
 
 
 def _rows(out: str) -> dict[str, list[str]]:

@@ -98,15 +98,16 @@ def test_octav_is_the_fixed_point_and_near_the_model_optimum():
 
 def test_percentile_clip():
     x = torch.arange(1, 1001, dtype=torch.float32).reshape(1, -1)  # |x| 1..1000; 0.99 quantile -> 990
-    assert get_format("int8_p99").encode(x).scales["scale"].float().item() == fp16_scale(torch.tensor(990.0), 127)
-    assert get_format("int8_p99").quantize(x)[0, -1] == 127 * fp16_scale(torch.tensor(990.0), 127)
+    s = fp16_scale(torch.tensor(990.0), 127)
+    assert get_format("int8_p99").encode(x).scales["scale"].float().item() == s
+    assert get_format("int8_p99").quantize(x)[0, -1] == 127 * s
 
 
 def test_scaled_minifloat_hand_worked():
     x = torch.tensor([[448.0, 100.0, -0.3, 1e-4]])
     f = get_format("fp8_e4m3")
     assert f.encode(x).scales["scale"].float().tolist() == [1.0]
-    # 100 -> 96 (step 8 in [64, 128) : 96 and 104 tie-free: 100 is the midpoint -> even mantissa 96 = 1.100b * 2^6)
+    # 100 is the midpoint of 96 and 104 (step 8 in [64, 128)): the even mantissa wins, 96 = 1.100b * 2^6
     assert f.quantize(x)[0].tolist() == [448.0, 96.0, -0.3125, 0.0]
     g = get_format("fp4_e2m1_g2")
     # groups [3, -1.1] (s = ceil16(3/6) = 0.5: 6, -2.2 -> -2 -> -1.0) and [0.05, 0.0] (s = ceil16(0.05/6))

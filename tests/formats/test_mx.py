@@ -59,8 +59,8 @@ def test_zero_block_and_blocks_along_the_reduction_dimension():
     x[1, 0] = 0.25    # row 1, first block
     f = get_format("mxfp6_e2m3")
     enc = f.encode(x)
-    # scales row-major over (row, block): zero blocks store code 0 (2^-127); 3.0 -> floor(log2) 1 - emax 2 = -1;
-    # 0.25 -> -2 - 2 = -4
+    # scales row-major over (row, block): zero blocks store code 0 (2^-127);
+    # 3.0 -> floor(log2) 1 - emax 2 = -1; 0.25 -> -2 - 2 = -4
     assert enc.scales["scale"].tolist() == [0, 126, 123, 0]
     q = f.quantize(x)
     assert q[0, 40] == 3.0 and q[1, 0] == 0.25 and int((q != 0).sum()) == 2
@@ -72,7 +72,8 @@ def test_underflow_nan_and_mxint8():
     assert enc.scales["scale"].tolist() == [0]  # shared_exp -142 clamps to -127
     assert get_format("mxfp4").quantize(tiny).abs().sum() == 0  # 2^-140 / 2^-127 = 2^-13 rounds to 0
     nan = get_format("mxfp8_e4m3").quantize(block(1.0, math.nan))
-    assert torch.isnan(nan).all() and get_format("mxfp8_e4m3").encode(block(math.inf)).scales["scale"].tolist() == [255]
+    assert torch.isnan(nan).all()
+    assert get_format("mxfp8_e4m3").encode(block(math.inf)).scales["scale"].tolist() == [255]
     # MXINT8: emax 0, amax 1.99 -> X = 1; 1.99 * 64 = 127.36 -> 127; -0.3 * 64 = -19.2 -> -19
     q = get_format("mxint8").quantize(block(1.99, -0.3, 1.0))
     assert q[0, :3].tolist() == [127 / 64, -19 / 64, 1.0]

@@ -18,8 +18,8 @@ def test_two_level_scales_and_clamping_after_scale_rounding():
     # tensor amax 2688 -> g = 2688 / 2688 = 1
     # block A: amax 2688 -> s = E4M3(448) = 448; 2688/448 = 6; 1000/448 = 2.23 -> 2 -> 896
     # block B: amax 10 -> 10/6 = 1.667 -> E4M3 (step 1/8 in [1, 2)) -> 1.625;
-    #   10/1.625 = 6.15 > 6 -> clamped to 6 -> 9.75;  3/1.625 = 1.846 -> 2 -> 3.25;  -0.4/1.625 = -0.246 -> -0 (tie
-    #   region: below 0.25 rounds to 0)
+    #   10/1.625 = 6.15 > 6 -> clamped to 6 -> 9.75;  3/1.625 = 1.846 -> 2 -> 3.25;
+    #   -0.4/1.625 = -0.246 -> -0 (below 0.25, half the smallest subnormal)
     x = tensor_with([[2688.0, 1000.0], [10.0, 3.0, -0.4]])
     enc = F.encode(x)
     assert enc.scales["tensor_scale"].tolist() == [1.0]
@@ -30,7 +30,7 @@ def test_two_level_scales_and_clamping_after_scale_rounding():
 
 
 def test_zero_block_scale_underflow_and_zero_tensor():
-    # g = 6000/2688; block B amax 1e-6: 1e-6/6/g = 7.5e-8, below E4M3's smallest subnormal 2^-9 -> scale 0 -> zeros
+    # g = 6000/2688; block B amax 1e-6: 1e-6/6/g = 7.5e-8 < E4M3's smallest subnormal 2^-9 -> scale 0 -> zeros
     x = tensor_with([[6000.0, -5.0], [1e-6, -1e-6], [0.0]])
     q = F.quantize(x)
     assert q[0, 16:].abs().sum() == 0 and F.encode(x).scales["scale"][1:].tolist() == [0, 0]

@@ -21,7 +21,8 @@ def documented_bits(name: str, shape: tuple[int, ...]) -> int:
     if w == "nvfp4":
         return 4 * n + 8 * r * math.ceil(k / 16) + 32
     if w.startswith("mx"):
-        return (4 if w == "mxfp4" else int(w[4]) if w.startswith("mxfp") else 8) * n + 8 * r * math.ceil(k / 32)
+        elem = 4 if w == "mxfp4" else int(w[4]) if w.startswith("mxfp") else 8
+        return elem * n + 8 * r * math.ceil(k / 32)
     parts = w.split("_")
     bits = int(parts[0][3:]) if parts[0].startswith("int") else int(parts[0][2:])
     group = next((int(p[1:]) for p in parts if p.startswith("g") and p[1:].isdigit()), None)
@@ -53,7 +54,7 @@ def test_every_catalogue_format_has_documented_storage_on_digits(digits):
 
 def test_search_estimator_and_guard_run_with_the_new_formats(digits):
     m = digits.model
-    formats = ["int4_g32", "mxfp4", "nvfp4", "fp8_e4m3", "int8:int8", "fp6_e3m2:fp8_e4m3", "int4_asym_g64", "bf16"]
+    formats = "int4_g32 mxfp4 nvfp4 fp8_e4m3 int8:int8 fp6_e3m2:fp8_e4m3 int4_asym_g64 bf16".split()
     plan = mpsearch.plan(m, digits.calibration, budget="5bits", formats=formats, estimator_settings=FAST)
     assert set(plan.assignments.values()) <= set(formats)
     assert plan.totals["avg_bits"] <= 5 + 1e-9
@@ -64,8 +65,9 @@ def test_search_estimator_and_guard_run_with_the_new_formats(digits):
     uni = plan.measured["uniform"]
     assert set(uni) == set(formats)
     # the guard measured activation quantization: W8A8 differs from W8A16 measured the same way
-    w8 = mpsearch.plan(m, digits.calibration, budget="9bits", formats=["int8", "int8:int8"], estimator_settings=FAST)
-    assert w8.measured["uniform"]["int8"]["cross_entropy"] != w8.measured["uniform"]["int8:int8"]["cross_entropy"]
+    w8 = mpsearch.plan(m, digits.calibration, budget="9bits", formats=["int8", "int8:int8"],
+                       estimator_settings=FAST).measured["uniform"]
+    assert w8["int8"]["cross_entropy"] != w8["int8:int8"]["cross_entropy"]
     for s, c in plan.assignments.items():
         assert ("act_scale" in plan.sites[s]) == (":" in c)
     x = torch.as_tensor(digits.test["x"][:32])

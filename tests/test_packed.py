@@ -1,4 +1,4 @@
-"""Packed export: decoded weights equal apply's bit for bit; the site payload is the plan's predicted bytes."""
+"""Packed export: decoded weights equal apply's bit for bit; site payload = the plan's predicted bytes."""
 
 import json
 import struct
@@ -10,19 +10,22 @@ import mpsearch
 from mpsearch.activations import plan_params
 from mpsearch.apply import quantized
 from mpsearch.errors import PlanError
-from mpsearch.export import export, load_packed
+from mpsearch.packed import export, load_packed
 
 MIXED = {"features.0": "int8:int8", "features.3": "mxfp6_e3m2", "features.7": "nvfp4:fp8_e4m3",
          "classifier.1": "int4_asym_g64:int8_asym_p9999", "classifier.3": "fp4_e2m1_g16"}
 
 
-@pytest.mark.parametrize("assign", [MIXED, {"features.0": "bf16", "features.3": "mxfp4", "features.7": "int3_g32",
-                                            "classifier.1": "mxint8", "classifier.3": "fp8_e5m2"}])
+PLAIN = {"features.0": "bf16", "features.3": "mxfp4", "features.7": "int3_g32", "classifier.1": "mxint8",
+         "classifier.3": "fp8_e5m2"}
+
+
+@pytest.mark.parametrize("assign", [MIXED, PLAIN])
 def test_packed_file_decodes_to_apply_and_costs_what_the_plan_says(digits, tmp_path, assign):
     m = digits.model
     plan = mpsearch.Plan.from_assignments(m, assign, data=digits.calibration)
     path = tmp_path / "m.safetensors"
-    r = export(m, plan, path)
+    r = mpsearch.export(m, plan, path)
 
     # bytes: the site tensors are exactly the plan's prediction; parameters outside the sites are the plan's
     # fixed 16-bit bytes; the rest of the file is buffers and the safetensors header (8 + JSON length)
@@ -38,10 +41,10 @@ def test_packed_file_decodes_to_apply_and_costs_what_the_plan_says(digits, tmp_p
     fresh = type(m)()
     fresh.load_state_dict(m.state_dict())
     q = mpsearch.apply(m, plan)
-    loaded = load_packed(path, fresh)
+    loaded = mpsearch.load_packed(path, fresh)
     for site in plan.assignments:
         assert torch.equal(loaded.get_parameter(f"{site}.weight"), q.get_parameter(f"{site}.weight")), site
-    # outside the sites the file holds 16-bit parameters: with those, the loaded model computes what apply does
+    # outside the sites the file holds 16-bit parameters: with those, the loaded model computes apply's output
     ref = type(m)()
     ref.load_state_dict(m.state_dict())
     with torch.no_grad():
