@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..activations import plan_params
 from ..apply import apply
 from ..loading import save_model
 from ._common import add_plan_args, info, model_and_plan
@@ -20,5 +21,8 @@ def run(args: argparse.Namespace) -> int:
     q = apply(inp.model, plan)
     out = save_model(inp.loaded, q, args.output)
     info(f"wrote {out} ({len(plan.assignments)} sites quantized)")
+    if inp.loaded.kind in ("factory", "example") and plan_params(plan.sites):
+        info("note: a state dict carries weights only; the activation scales stay in the plan "
+             "(mpsearch.apply(model, plan) installs them)")
     return 0
 
