@@ -21,8 +21,9 @@ from .errors import (  # noqa: E402
     PlanError,
     StudyError,
 )
-from .formats import get_format  # noqa: E402
+from .formats import get_choice, get_format  # noqa: E402
 from .model import Site, fingerprint, sites  # noqa: E402
+from .packed import export, load_packed  # noqa: E402
 from .plan import Plan  # noqa: E402
 from .search import solve  # noqa: E402
 from .sensitivity import SensitivityTable  # noqa: E402
@@ -33,4 +34,5 @@ __all__ = [
     "MpsearchError", "NoQuantizableSites", "Plan", "PlanError", "SensitivityTable", "Site", "apply",
     "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
     "StudyError", "load_study",
+    "export", "get_choice", "load_packed",
 ]

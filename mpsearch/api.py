@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from . import hardware_models
+from .activations import ActParams, calibrate_choices, site_record
 from .apply import quantized
 from .budget import Budget, Reference, parse_budgets, resolve
 from .data import CalibrationData, as_data, check_fits
@@ -45,7 +46,7 @@ def _sensitivity(model, data, estimator, formats, site_list, objective, seed, se
 
 
 def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
-             omega: pd.DataFrame | None = None) -> Plan:
+             omega: pd.DataFrame | None = None, acts: ActParams | None = None) -> Plan:
     """Fill `plan.sites` and `plan.totals` with predicted costs (and Ω where known)."""
     hw = hardware_models.get(hardware)
     ref = hardware_models.reference(model, site_list, hw)
@@ -56,7 +57,8 @@ def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
         cost = hardware_models.storage_costs(s, c) | (hw.site_cost(s, c) if hw else {})
         o, se = om.get((s.name, c.name), (None, None))
         records[s.name] = {"format": c.name, "kind": s.kind, "params": s.numel, "macs": s.macs,
-                           "bits_per_weight": cost["bits"] / s.numel, **cost, "omega": o, "omega_se": se}
+                           "bits_per_weight": cost["bits"] / s.numel, **cost, "omega": o, "omega_se": se,
+                           **site_record(c, s.name, acts or {})}
         for k, v in cost.items():
             sums[k] = sums.get(k, 0.0) + v
     totals = {k: v + ref.fixed.get(k, 0.0) for k, v in sums.items()}
@@ -74,13 +76,14 @@ def _fits(problem: SearchProblem, assignments: dict[str, str]) -> bool:
 
 
 def guard(model: nn.Module, data: CalibrationData, objective: Objective, problem: SearchProblem,
-          assignments: dict[str, str], choices: list[Choice], ref: Reference) -> tuple[dict[str, str], dict]:
+          assignments: dict[str, str], choices: list[Choice], ref: Reference,
+          acts: ActParams | None = None) -> tuple[dict[str, str], dict]:
     """Measure the plan and every uniform plan; never return a plan that measures worse than a uniform
     plan that also fits the budget. Returns (assignments, measurements)."""
     metrics = [objective.name] + (["accuracy"] if data.labelled and objective.name != "accuracy" else [])
 
     def run(assign: dict[str, str]) -> dict[str, float]:
-        with quantized(model, assign):
+        with quantized(model, assign, acts):
             return measure(model, data, metrics)
 
     site_names = problem.sites
@@ -140,6 +143,7 @@ def _plan(model, data, budgets, formats, estimator, search, seed, hardware, obje
     if obj.needs_reference:
         data = data.with_reference(model)
     choices = parse_choices(formats, DEFAULT_FORMATS)
+    acts = calibrate_choices(model, data, site_list, choices)  # activation scales for WEIGHT:ACT choices
     hw = hardware_models.get(hardware)
     choices = hardware_models.supported(hw, choices)  # drops (and names) formats the target cannot run
     costs = hardware_models.cost_table(site_list, choices, hw)
@@ -160,11 +164,11 @@ def _plan(model, data, budgets, formats, estimator, search, seed, hardware, obje
     sol = get_searcher(search, **(search_settings or {})).search(problem)
     assignments, measured = sol.assignments, {}
     if guard_uniform:
-        assignments, measured = guard(model, data, obj, problem, assignments, choices, ref)
+        assignments, measured = guard(model, data, obj, problem, assignments, choices, ref, acts)
     result = Plan(
         assignments, fingerprint(model), budgets=[str(b) for b in budgets], measured=measured,
         provenance=provenance(sens.estimator, search, seed, objective=obj.name, solver_status=sol.status,
                               solve_seconds=round(sol.seconds, 4), estimator_settings=sens.settings,
                               formats=[c.name for c in choices], hardware=getattr(hw, "name", None)),
     )
-    return describe(result, model, site_list, hw, sens.frame)
+    return describe(result, model, site_list, hw, sens.frame, acts)

@@ -1,4 +1,5 @@
-"""Realize a plan: simulated quantization (quantize -> dequantize) of each site's weight."""
+"""Realize a plan: simulated quantization (quantize -> dequantize) of each site's weight, and
+fake-quantization of each site's input where the plan's choice has an activation format."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .activations import ActParams, act_functions, insert, plan_params
+from .data import CalibrationData
 from .errors import ModelMismatch
 from .formats import get_choice
 from .model import fingerprint
@@ -44,21 +47,31 @@ def quantize_weights_(model: nn.Module, assignments: dict[str, str]) -> nn.Modul
 
 
 @contextmanager
-def quantized(model: nn.Module, assignments: dict[str, str]):
-    """Temporarily quantize `model` in place (cheaper than a copy when measuring many plans)."""
+def quantized(model: nn.Module, assignments: dict[str, str], acts: ActParams | None = None,
+              data: CalibrationData | None = None):
+    """Temporarily quantize `model` in place (cheaper than a copy when measuring many plans).
+
+    For `WEIGHT:ACT` choices the site inputs are fake-quantized too, with the per-tensor parameters
+    in `acts` (from `activations.calibrate_choices`); missing ones are calibrated on `data`.
+    """
+    fns = act_functions(model, assignments, acts or {}, data)
     saved = {s: _param(model, s).detach().clone() for s in assignments}
+    remove = insert(model, fns)
     try:
         yield quantize_weights_(model, assignments)
     finally:
+        remove()
         with torch.no_grad():
             for s, w in saved.items():
                 _param(model, s).copy_(w)
 
 
 def apply(model: nn.Module, plan: Plan | str | Path, *, inplace: bool = False) -> nn.Module:
-    """A model whose weights are quantized per `plan`. Refuses a plan made for another model."""
+    """A model whose weights (and, for `WEIGHT:ACT` choices, site inputs) are quantized per `plan`.
+    Refuses a plan made for another model. Activation scales come from the plan: no data needed."""
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     _check(model, plan)
     out = model if inplace else copy.deepcopy(model)
+    insert(out, act_functions(out, plan.assignments, plan_params(plan.sites)))
     return quantize_weights_(out, plan.assignments)

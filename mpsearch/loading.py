@@ -110,7 +110,9 @@ def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     params = dict(model.named_parameters())
     if loaded.kind == "pt2":
-        ep = loaded.program
+        from .activations import has_act_nodes, reexport
+
+        ep = reexport(model, loaded.program) if has_act_nodes(model) else loaded.program
         for name in list(ep.state_dict):
             if name in params:
                 ep.state_dict[name] = nn.Parameter(params[name].detach().clone(), requires_grad=False)

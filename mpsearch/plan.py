@@ -105,11 +105,15 @@ class Plan:
 
     @classmethod
     def from_assignments(cls, model: nn.Module, assignments: dict[str, str], *, example=None,
-                         default: str = "bf16", hardware=None) -> Plan:
-        """Build a plan by hand. Sites not named keep `default`; predicted costs are filled in."""
+                         default: str = "bf16", hardware=None, data=None) -> Plan:
+        """Build a plan by hand. Sites not named keep `default`; predicted costs are filled in.
+        `data` (calibration inputs) is needed when a choice quantizes activations (`int8:int8`)."""
+        from .activations import calibrate
         from .api import describe
+        from .data import as_data
         from .model import fingerprint, sites
 
+        data = None if data is None else as_data(data)
         found = sites(model, example)
         names = {s.name for s in found}
         unknown = [k for k in assignments if k not in names]
@@ -118,8 +122,12 @@ class Plan:
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise PlanError(f"no site named {unknown[0]!r} in this model{hint}; `mpsearch sites` lists them")
         full = {s.name: get_choice(assignments.get(s.name, default)).name for s in found}
+        acts = {s: [get_choice(c).act] for s, c in full.items() if get_choice(c).act is not None}
+        if acts and data is None:
+            raise PlanError(f"site {next(iter(acts))!r} quantizes activations ({full[next(iter(acts))]}); "
+                            "pass data= (calibration inputs) so the plan can store its activation scale")
         plan = cls(full, fingerprint(model), provenance=provenance("manual", "manual", None))
-        describe(plan, model, found, hardware=hardware)
+        describe(plan, model, found, hardware=hardware, acts=calibrate(model, data, acts) if acts else None)
         return plan
 
     def summary_rows(self) -> list[dict]:

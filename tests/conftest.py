@@ -10,16 +10,22 @@ import mpsearch
 from mpsearch.examples import load_example
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def digits():
-    ex = load_example("digits-cnn")
-    return ex
+    """A fresh copy of the digits CNN with its calibration and test splits (tests may modify it)."""
+    return load_example("digits-cnn")
 
 
 @pytest.fixture(scope="session")
-def digits_sensitivity(digits):
+def digits_shared():
+    """One copy shared by read-only tests (loading is cheap; sharing keeps session fixtures possible)."""
+    return load_example("digits-cnn")
+
+
+@pytest.fixture(scope="session")
+def digits_sensitivity(digits_shared):
     """One Hessian sensitivity table for the digits CNN, reused by every budget (as `plan` allows)."""
-    return mpsearch.sensitivity(digits.model, digits.calibration, seed=0)
+    return mpsearch.sensitivity(digits_shared.model, digits_shared.calibration, seed=0)
 
 
 class TinyNet(nn.Module):

@@ -11,7 +11,8 @@ from mpsearch.objectives import measure
 
 
 @pytest.fixture(scope="module")
-def plans(digits, digits_sensitivity):
+def plans(digits_shared, digits_sensitivity):
+    digits = digits_shared
     return {b: mpsearch.plan(digits.model, digits.calibration, budget=f"{b}bits", sensitivity=digits_sensitivity)
             for b in (3, 4, 5)}
 

@@ -8,7 +8,17 @@ import sys
 
 from .. import __version__
 from ..errors import MpsearchError
-from . import apply_cmd, eval_cmd, examples_cmd, hardware_cmd, plan_cmd, sites_cmd, study_cmd  # noqa: F401
+from . import (  # noqa: F401  (register the verbs)
+    apply_cmd,
+    eval_cmd,
+    examples_cmd,
+    export_cmd,
+    formats_cmd,
+    hardware_cmd,
+    plan_cmd,
+    sites_cmd,
+    study_cmd,
+)
 from ._registry import COMMANDS
 
 

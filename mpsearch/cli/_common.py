@@ -21,6 +21,23 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="allow loading a pickled torch.save model (this runs code from the file)")
 
 
+def add_plan_args(p: argparse.ArgumentParser, output_help: str) -> None:
+    """MODEL (or --example) PLAN -o OUTPUT: the arguments of the verbs that realize a plan."""
+    add_model_args(p, required=False)
+    p.add_argument("plan", metavar="PLAN", help="plan JSON from `mpsearch plan`")
+    p.add_argument("-o", "--output", required=True, help=output_help)
+
+
+def model_and_plan(args: argparse.Namespace):
+    """(Inputs, Plan) for `add_plan_args` verbs; with --example the one positional is the plan."""
+    from ..plan import Plan
+
+    if args.example and args.model and not args.plan:
+        args.plan, args.model = args.model, None
+    plan = Plan.load(args.plan)
+    return Inputs(args, need_data=False), plan
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for calibration passes")

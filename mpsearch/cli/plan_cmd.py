@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api
+from ..activations import calibrate_choices, plan_params
 from ..apply import quantized
 from ..formats import DEFAULT_FORMATS
 from ..objectives import measure
@@ -56,11 +57,12 @@ def _measure_rows(inp: Inputs, plan) -> dict[str, dict]:
     metrics = ["cross_entropy", "accuracy"]
     sites = list(plan.assignments)
     out = {"fp (16-bit)": measure(inp.model, inp.test, metrics)}
-    with quantized(inp.model, plan.assignments):
+    with quantized(inp.model, plan.assignments, plan_params(plan.sites)):
         out["plan"] = measure(inp.model, inp.test, metrics)
+    acts = calibrate_choices(inp.model, inp.data, sites, plan.measured.get("uniform", {}))
     for label, _ in comparison_rows(plan):
         if label.startswith("uniform"):
             fmt = label.split()[1]
-            with quantized(inp.model, {s: fmt for s in sites}):
+            with quantized(inp.model, {s: fmt for s in sites}, acts):
                 out[f"uniform {fmt}"] = measure(inp.model, inp.test, metrics)
     return out

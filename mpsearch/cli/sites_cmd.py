@@ -1,12 +1,9 @@
-"""`mpsearch sites` and `mpsearch formats`: what a model offers and what formats exist."""
+"""`mpsearch sites`: what a model offers (`mpsearch formats` lives in formats_cmd)."""
 
 from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
-from ..formats import format_names, get_format
 from ..model import site_frame, sites
 from ._common import Inputs, add_data_args, add_model_args
 from ._registry import command
@@ -24,12 +21,3 @@ def run_sites(args: argparse.Namespace) -> int:
     print(site_frame(sites(inp.model, example)).to_string(index=False))
     return 0
 
-
-
-@command("formats", "list the number formats with their bits per element")
-def run_formats(args: argparse.Namespace) -> int:
-    shape = (4096, 4096)
-    rows = [{"format": n, "family": get_format(n).family, "element bits": get_format(n).element_bits,
-             "bits/elem @4096x4096": round(get_format(n).bits_per_element(shape), 4)} for n in format_names()]
-    print(pd.DataFrame(rows).to_string(index=False))
-    return 0

@@ -1,9 +1,11 @@
 """The `Format` contract and the name registry every format family plugs into.
 
 A format quantizes a weight tensor laid out as rows = output channels (dim 0) and columns = the
-reduction dimension (every other dim, flattened in memory order). Per-channel means per row; groups
-run along the columns. `quantize` is simulated (quantize -> dequantize, same shape and dtype);
-`storage_bits` is the honest number of bits a packed tensor needs, scales and zero-points included.
+reduction dimension (every other dim, flattened in memory order: a conv's in×kh×kw). Per-channel
+means per row; groups and MX/NVFP4 blocks run along the columns. `quantize` is simulated
+(quantize -> dequantize, same shape and dtype, computed in float32); `encode` gives the stored
+form (integer codes + scales + zero-points) and `decode` reads it back, bit-identical to
+`quantize`; `storage_bits` is the exact number of bits of that stored form.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import functools
 import math
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,6 +45,70 @@ def ungrouped(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     r = blocks.shape[0]
     k = math.prod(shape) // r if r else 0
     return blocks.reshape(r, -1)[:, :k].reshape(shape)
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """Which elements share one scale: the whole tensor ("pt"), one output channel ("pc"), or a group
+    of `group` consecutive elements of a channel along the reduction dimension ("g")."""
+
+    kind: str = "pc"
+    group: int = 0
+
+    PATTERN = r"(?:_(pt|pc|g(\d+)))?"
+
+    @classmethod
+    def parse(cls, kind: str | None, group: str | None) -> Granularity:
+        if group is not None:
+            if int(group) < 1:
+                raise FormatError(f"group size must be at least 1, e.g. int4_g128 (got _g{group})")
+            return cls("g", int(group))
+        return cls(kind or "pc")
+
+    @property
+    def suffix(self) -> str:
+        return {"pt": "_pt", "pc": "", "g": f"_g{self.group}"}[self.kind]
+
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(n_blocks_rows, n_blocks_per_row, block elements); groups zero-padded at the row end."""
+        if self.kind == "pt":
+            return x.reshape(1, 1, -1)
+        if self.kind == "pc":
+            return as_rows(x).unsqueeze(1)
+        return grouped(as_rows(x), self.group)
+
+    def unblock(self, blocks: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        if self.kind == "g":
+            return ungrouped(blocks, torch.Size(shape))
+        return blocks.reshape(shape)
+
+    def count(self, shape: tuple[int, ...]) -> int:
+        """Number of scales a tensor of `shape` needs."""
+        if self.kind == "pt":
+            return 1
+        if self.kind == "pc":
+            return row_count(shape)
+        return row_count(shape) * math.ceil(col_count(shape) / self.group)
+
+    def describe(self) -> str:
+        return {"pt": "per tensor", "pc": "per channel", "g": f"per {self.group} along K"}[self.kind]
+
+
+@dataclass
+class Encoded:
+    """A tensor in its stored form: element codes (row layout (R, K), each < 2**code_bits),
+    zero-points (asymmetric formats, `code_bits` each) and scales kept exactly as stored (FP16,
+    FP32, or uint8 E8M0/E4M3 codes). `bits` counts exactly what a packed file holds."""
+
+    codes: torch.Tensor
+    code_bits: int
+    scales: dict[str, torch.Tensor] = field(default_factory=dict)
+    zeros: torch.Tensor | None = None
+
+    @property
+    def bits(self) -> int:
+        n = self.codes.numel() + (0 if self.zeros is None else self.zeros.numel())
+        return n * self.code_bits + sum(t.numel() * t.element_size() * 8 for t in self.scales.values())
 
 
 def row_count(shape: tuple[int, ...]) -> int:
@@ -75,6 +141,35 @@ class Format(ABC):
     @abstractmethod
     def storage_bits(self, shape: tuple[int, ...]) -> int:
         """Total bits to store a tensor of `shape` in this format, scales and zero-points included."""
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> Encoded:
+        """The stored form of `x`; `decode(encode(x), x.shape)` equals `quantize(x)` bit for bit."""
+
+    @abstractmethod
+    def decode(self, enc: Encoded, shape: tuple[int, ...]) -> torch.Tensor:
+        """float32 values of a stored tensor of `shape`."""
+
+    @property
+    def layout(self) -> str:
+        """One line on what is stored besides the elements (for `mpsearch formats`)."""
+        return ""
+
+    # Activation quantization (per tensor, calibrated scale): formats that support it override these.
+    def check_activation(self) -> None:
+        """Raise a FormatError naming the fix unless this format can quantize activations."""
+        raise FormatError(f"{self.name} cannot quantize activations; after the colon use a per-tensor "
+                          "int8, int8_asym, fp8_e4m3 or fp8_e5m2 (e.g. int8:int8), optionally _mse or _p9999")
+
+    def calibrate(self, sample: torch.Tensor) -> dict[str, float]:
+        """Per-tensor activation parameters ({'scale': s, maybe 'zero': z}) from sampled activations."""
+        self.check_activation()
+        raise NotImplementedError
+
+    def act_quantize(self, x: torch.Tensor, params: dict[str, float]) -> torch.Tensor:
+        """Fake-quantize an activation with calibrated per-tensor `params`."""
+        self.check_activation()
+        raise NotImplementedError
 
     @property
     def is_full_precision(self) -> bool:
@@ -162,7 +257,10 @@ def get_choice(name: str | Choice | Format) -> Choice:
     if not sep:
         return Choice(get_format(w))
     act = get_format(a)
-    return Choice(get_format(w), None if act.is_full_precision else act)
+    if act.is_full_precision:
+        return Choice(get_format(w))
+    act.check_activation()
+    return Choice(get_format(w), act)
 
 
 def parse_choices(spec: str | list | tuple | None, default: list[str]) -> list[Choice]:

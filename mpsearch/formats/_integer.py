@@ -1,8 +1,13 @@
-"""Symmetric integer formats at per-tensor, per-channel and per-group scale.
+"""Integer formats (symmetric or asymmetric; per tensor, channel or group) and the 16-bit 'keep' formats.
 
-Symmetric b-bit uses the restricted range [-(2^(b-1)-1), 2^(b-1)-1] so that zero is exact and the
-grid is symmetric (INT2 is ternary). The scale is absmax / qmax, stored as FP16 (16 bits counted);
-rounding is round-half-to-even (torch.round).
+Grammar: `int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{D}]`, b = 2…8; no granularity suffix means
+per output channel; the last suffix picks the clip (see `_scaling`). Examples: `int4`, `int4_g128`,
+`int8_pt`, `int4_asym_g64`, `int4_g128_mse`, `int3_octav`.
+
+Symmetric b-bit uses the restricted range [-(2^(b-1)-1), 2^(b-1)-1] (zero exact, grid symmetric;
+INT2 is ternary), stored as b-bit two's complement. Asymmetric uses [0, 2^b-1] with an integer
+zero-point z = round(-lo/s) stored in b bits. Rounding is round-half-to-even (torch.round). Weight
+scales are FP16 (16 bits each, counted); activation scales are FP32 and live in the plan.
 """
 
 from __future__ import annotations
@@ -14,15 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import FormatError
-from ._base import Format, FormatFamily, as_rows, col_count, grouped, register_family, row_count, ungrouped
+from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
+from ._scaling import CLIP_PATTERN, asymmetric_range, clip_name, fp16_scale, symmetric_clip
 
 SCALE_BITS = 16
-
-
-def _fp16_scale(amax: torch.Tensor, qmax: int) -> torch.Tensor:
-    """absmax/qmax rounded to the FP16 value that is actually stored; 1 where the block is all zero."""
-    s = (amax / qmax).to(torch.float16).to(amax.dtype)
-    return torch.where(s > 0, s, torch.ones_like(s))
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,17 @@ class IntFormat(Format):
     bits: int
     granularity: str = "pc"  # "pt" per-tensor | "pc" per-output-channel | "g" per-group
     group: int = 0
+    asym: bool = False
+    clip: str = "absmax"
     family = "int"
 
     @property
+    def gran(self) -> Granularity:
+        return Granularity(self.granularity, self.group)
+
+    @property
     def name(self) -> str:
-        suffix = {"pt": "_pt", "pc": "", "g": f"_g{self.group}"}[self.granularity]
-        return f"int{self.bits}{suffix}"
+        return f"int{self.bits}{'_asym' if self.asym else ''}{self.gran.suffix}{clip_name(self.clip)}"
 
     @property
     def element_bits(self) -> float:
@@ -43,47 +48,112 @@ class IntFormat(Format):
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1
+        """Largest code magnitude (symmetric) or largest code (asymmetric)."""
+        return 2**self.bits - 1 if self.asym else 2 ** (self.bits - 1) - 1
 
+    @property
+    def layout(self) -> str:
+        zero = f" + int{self.bits} zero-point" if self.asym else ""
+        return f"fp16 scale{zero} {self.gran.describe()}"
+
+    # -- the shared arithmetic: parameters, codes, values ------------------------------------------
+    def _levels(self, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Integer codes (as float) of `x` at scale `s` and zero-point `z`."""
+        q = (x / s).round_()
+        if z is None:
+            return q.clamp_(-self.qmax, self.qmax)
+        return q.add_(z).clamp_(0, self.qmax)
+
+    @staticmethod
+    def _values(q: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        return (q if z is None else q - z).mul_(s)
+
+    def _params(self, blocks: torch.Tensor, scale) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scale, zero-point or None) per block; `scale(range, qmax)` turns a clip into a stored scale."""
+
+        def zero_point(lo, s):
+            return (-lo / s).round_().clamp_(0, self.qmax).add_(0.0)  # +0.0, never -0.0
+
+        if not self.asym:
+            def sym_err(b, c):
+                s = scale(c, self.qmax)
+                return (self._values(self._levels(b, s, None), s, None) - b).pow_(2).sum(-1, keepdim=True)
+
+            return scale(symmetric_clip(blocks, self.clip, self.bits, sym_err), self.qmax), None
+
+        def asym_err(b, lohi):
+            s = scale(lohi[1] - lohi[0], self.qmax)
+            z = zero_point(lohi[0], s)
+            return (self._values(self._levels(b, s, z), s, z) - b).pow_(2).sum(-1, keepdim=True)
+
+        lo, hi = asymmetric_range(blocks, self.clip, asym_err)
+        s = scale(hi - lo, self.qmax)
+        return s, zero_point(lo, s)
+
+    # -- weights ------------------------------------------------------------------------------------
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        if self.granularity == "pt":
-            blocks = xf.reshape(1, 1, -1)
-        elif self.granularity == "pc":
-            blocks = as_rows(xf).unsqueeze(1)
-        else:
-            blocks = grouped(as_rows(xf), self.group)
-        s = _fp16_scale(blocks.abs().amax(dim=-1, keepdim=True), self.qmax)
-        q = torch.clamp(torch.round(blocks / s), -self.qmax, self.qmax) * s
-        if self.granularity == "pt":
-            return q.reshape(x.shape).to(x.dtype)
-        return ungrouped(q, x.shape).to(x.dtype)
+        blocks = self.gran.blocks(x.float())
+        s, z = self._params(blocks, fp16_scale)
+        return self.gran.unblock(self._values(self._levels(blocks, s, z), s, z), x.shape).to(x.dtype)
 
-    def scale_count(self, shape: tuple[int, ...]) -> int:
-        if self.granularity == "pt":
-            return 1
-        if self.granularity == "pc":
-            return row_count(shape)
-        return row_count(shape) * math.ceil(col_count(shape) / self.group)
+    def encode(self, x: torch.Tensor) -> Encoded:
+        blocks = self.gran.blocks(x.float())
+        s, z = self._params(blocks, fp16_scale)
+        q = as_rows(self.gran.unblock(self._levels(blocks, s, z), x.shape)).to(torch.int64)
+        codes = q if self.asym else q & (2**self.bits - 1)
+        zeros = None if z is None else z.reshape(-1).to(torch.int64)
+        return Encoded(codes, self.bits, {"scale": s.reshape(-1).to(torch.float16)}, zeros)
+
+    def decode(self, enc: Encoded, shape: tuple[int, ...]) -> torch.Tensor:
+        q = enc.codes.to(torch.int64)
+        if not self.asym:
+            q = torch.where(q >= 2 ** (self.bits - 1), q - 2**self.bits, q)
+        blocks = self.gran.blocks(q.to(torch.float32).reshape(shape))
+        lead = blocks.shape[:-1] + (1,)
+        s = enc.scales["scale"].float().reshape(lead)
+        z = None if enc.zeros is None else enc.zeros.to(torch.float32).reshape(lead)
+        return self.gran.unblock(self._values(blocks, s, z), shape)
 
     def storage_bits(self, shape: tuple[int, ...]) -> int:
-        return math.prod(shape) * self.bits + self.scale_count(shape) * SCALE_BITS
+        n = self.gran.count(shape)
+        return math.prod(shape) * self.bits + n * SCALE_BITS + (n * self.bits if self.asym else 0)
+
+    # -- activations: per tensor, FP32 scale from calibration ---------------------------------------
+    def check_activation(self) -> None:
+        if self.granularity != "pc":
+            base = f"int{self.bits}{'_asym' if self.asym else ''}{clip_name(self.clip)}"
+            raise FormatError(f"activation formats are per tensor; write {base} after the colon, "
+                              f"not {self.name}")
+
+    def calibrate(self, sample: torch.Tensor) -> dict[str, float]:
+        self.check_activation()
+        s, z = self._params(sample.float().reshape(1, -1), _fp32_scale)
+        return {"scale": float(s), **({} if z is None else {"zero": float(z)})}
+
+    def act_quantize(self, x: torch.Tensor, params: dict[str, float]) -> torch.Tensor:
+        s, z = params["scale"], params.get("zero")
+        return self._values(self._levels(x.float(), s, z), s, z).to(x.dtype)
+
+
+def _fp32_scale(rng: torch.Tensor, qmax: float) -> torch.Tensor:
+    s = rng.float() / qmax
+    return torch.where(s > 0, s, torch.ones_like(s))
 
 
 @register_family
 class IntFamily(FormatFamily):
-    pattern = re.compile(r"int([2-8])(?:_(pt|pc|g(\d+)))?")
+    pattern = re.compile(r"int([2-8])(_asym)?" + Granularity.PATTERN + CLIP_PATTERN)
 
     def build(self, m: re.Match[str]) -> Format:
-        bits, gran, group = int(m.group(1)), m.group(2) or "pc", m.group(3)
-        if group is not None:
-            if int(group) < 1:
-                raise FormatError(f"group size must be at least 1 in {m.group(0)!r}, e.g. int4_g128")
-            return IntFormat(bits, "g", int(group))
-        return IntFormat(bits, gran)
+        if m.group(2) and m.group(5) == "octav":
+            raise FormatError(f"OCTAV clipping is defined for symmetric formats; use {m.group(0)[:-6]}_mse")
+        gran = Granularity.parse(m.group(3), m.group(4))
+        return IntFormat(int(m.group(1)), gran.kind, gran.group, bool(m.group(2)), m.group(5) or "absmax")
 
     def catalogue(self) -> list[str]:
-        return [f"int{b}{s}" for b in range(2, 9) for s in ("", "_pt", "_g128")]
+        sym = [f"int{b}{s}" for b in range(2, 9) for s in ("", "_pt", "_g128")]
+        return sym + ["int4_g32", "int4_g64", "int4_asym", "int4_asym_g64", "int4_asym_g128", "int8_asym",
+                      "int4_mse", "int4_g128_mse", "int4_octav"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +168,10 @@ class FloatKeep(Format):
         return self.dtype_name
 
     @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.dtype_name == "bf16" else torch.float16
+
+    @property
     def element_bits(self) -> float:
         return 16.0
 
@@ -105,9 +179,18 @@ class FloatKeep(Format):
     def is_full_precision(self) -> bool:
         return True
 
+    @property
+    def layout(self) -> str:
+        return "no scale"
+
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        dt = torch.bfloat16 if self.dtype_name == "bf16" else torch.float16
-        return x.to(dt).to(x.dtype)
+        return x.to(self.dtype).to(x.dtype)
+
+    def encode(self, x: torch.Tensor) -> Encoded:
+        return Encoded(as_rows(x.to(self.dtype)).view(torch.int16).to(torch.int64) & 0xFFFF, 16)
+
+    def decode(self, enc: Encoded, shape: tuple[int, ...]) -> torch.Tensor:
+        return enc.codes.to(torch.int16).view(self.dtype).float().reshape(shape)
 
     def storage_bits(self, shape: tuple[int, ...]) -> int:
         return math.prod(shape) * 16
