@@ -24,6 +24,22 @@ class Solution:
     solver: str = ""
 
 
+def check_feasible(table: pd.DataFrame, limits: dict[str, float]) -> None:
+    """Each budget alone must admit the cheapest format at every site; else say how far off it is."""
+    from ..budget import format_metric
+
+    names = {"bytes": "memory", "bits": "bits", "bops": "bops", "latency": "latency", "energy": "energy"}
+    for col, limit in limits.items():
+        cheapest = table.groupby("site", sort=False)[col].min()
+        if cheapest.sum() > limit * (1 + 1e-9) + 1e-12:
+            metric = names.get(col, col)
+            raise InfeasibleBudget(
+                f"the {metric} budget cannot be met: the sites would need at most {format_metric(metric, limit)} "
+                f"but the smallest achievable is {format_metric(metric, float(cheapest.sum()))} "
+                "(every site at its cheapest format); raise the budget or allow smaller formats"
+            )
+
+
 @dataclass
 class SearchProblem:
     """`table`: one row per (site, format) with `omega` and one column per cost metric.
@@ -58,19 +74,7 @@ class SearchProblem:
         return {c: float(rows[c].sum()) for c in cols}
 
     def check_feasible(self) -> None:
-        """Each budget alone must admit the cheapest format at every site; else say how far off it is."""
-        from ..budget import format_metric
-
-        names = {"bytes": "memory", "bits": "bits", "bops": "bops", "latency": "latency", "energy": "energy"}
-        for col, limit in self.limits.items():
-            cheapest = self.table.groupby("site", sort=False)[col].min()
-            if cheapest.sum() > limit * (1 + 1e-9) + 1e-12:
-                metric = names.get(col, col)
-                raise InfeasibleBudget(
-                    f"the {metric} budget cannot be met: the sites would need at most {format_metric(metric, limit)} "
-                    f"but the smallest achievable is {format_metric(metric, float(cheapest.sum()))} "
-                    f"(every site at its cheapest format); raise the budget or allow smaller formats"
-                )
+        check_feasible(self.table, self.limits)
 
 
 class Searcher(ABC):

@@ -14,7 +14,7 @@ import pandas as pd
 import pulp
 
 from ..errors import InfeasibleBudget, UsageError
-from ._base import SearchProblem, Searcher, Solution, register_searcher
+from ._base import Searcher, SearchProblem, Solution, register_searcher
 
 
 def _solver(name: str, time_limit: float | None, threads: int | None):
