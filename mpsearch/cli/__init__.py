@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import MpsearchError
-from . import apply_cmd, eval_cmd, plan_cmd, sites_cmd  # noqa: F401  (register the verbs)
+from . import apply_cmd, eval_cmd, pareto_cmd, plan_cmd, sites_cmd  # noqa: F401  (register the verbs)
 from ._registry import COMMANDS
 
 

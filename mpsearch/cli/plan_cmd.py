@@ -9,6 +9,7 @@ from ..apply import quantized
 from ..formats import DEFAULT_FORMATS
 from ..objectives import measure
 from ..report import comparison_rows, comparison_table, site_table, totals_line
+from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command
 
@@ -16,11 +17,18 @@ from ._registry import command
 def arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p, required=False)
     add_data_args(p)
-    p.add_argument("--budget", action="append", required=True, metavar="B",
+    p.add_argument("--budget", action="append", metavar="B",
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
     p.add_argument("--estimator", default="hessian", help="sensitivity estimator (default: hessian)")
-    p.add_argument("--search", default="ilp", help="searcher (default: ilp)")
+    p.add_argument("--search", default="ilp", help="searcher: ilp (default), refine, optuna")
+    p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
+                   help="searcher setting, e.g. aggregate=max, aggregate=lp:2, measurements=80, sampler=nsga2, "
+                        "trials=200, solver=cbc, time_limit=10; repeat for several")
+    p.add_argument("--max-drop", metavar="TOL",
+                   help="cheapest plan (within --budget, default the 16-bit size) whose measured metric drops at "
+                        "most TOL: 1%% of the FP value, or an absolute 0.01")
+    p.add_argument("--drop-metric", help="metric --max-drop watches (default: accuracy with labels)")
     p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
     p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
     p.add_argument("--seed", type=int, default=0)
@@ -34,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     inp = Inputs(args)
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=args.estimator,
                     search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
-                    guard_uniform=not args.no_guard)
+                    guard_uniform=not args.no_guard, search_settings=dict(args.key_value),
+                    max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))

@@ -190,11 +190,13 @@ class SearchProblem:
         terms = self._pair_terms
         if not terms:
             return 0.0
-        return sum(v for (sa, fa, sb, fb), v in terms.items() if assignments.get(sa) == fa and assignments.get(sb) == fb)
+        return sum(v for (sa, fa, sb, fb), v in terms.items()
+                   if assignments.get(sa) == fa and assignments.get(sb) == fb)
 
     def predicted(self, assignments: dict[str, str]) -> float:
         """The objective the ILP minimizes, for any complete assignment: aggregate of Ω + pairwise terms."""
-        return self.aggregate.combine(self.row(s, f)[0] for s, f in assignments.items()) + self.pairwise_sum(assignments)
+        per_site = (self.row(s, f)[0] for s, f in assignments.items())
+        return self.aggregate.combine(per_site) + self.pairwise_sum(assignments)
 
     @cached_property
     def groups(self) -> list[tuple[list[str], list[str]]]:
@@ -239,10 +241,28 @@ class SearchProblem:
 
 
 class Searcher(ABC):
+    """Settings are keyword arguments; `aggregate` (sum, max, lp:P) overrides the problem's."""
+
     name: str = ""
+    options: tuple[str, ...] = ()  # the settings this searcher understands (besides `aggregate`)
 
     def __init__(self, **settings):
+        self.aggregate = settings.pop("aggregate", None)
+        unknown = sorted(set(settings) - set(self.options))
+        if unknown:
+            raise UsageError(f"search {self.name!r} has no setting {unknown[0]!r}; it takes "
+                             f"{', '.join(('aggregate',) + self.options)}")
         self.settings = settings
+
+    def prepare(self, problem: SearchProblem) -> SearchProblem:
+        """The problem with this searcher's aggregate, if it sets one."""
+        if self.aggregate is None:
+            return problem
+        new = problem.with_limits(problem.limits)
+        new.aggregate = Aggregate.parse(self.aggregate)
+        if new.pairwise is not None and len(new.pairwise) and new.aggregate.kind != "sum":
+            raise UsageError(f"pairwise terms add to a sum; they cannot combine with the {new.aggregate} aggregate")
+        return new
 
     @abstractmethod
     def search(self, problem: SearchProblem) -> Solution: ...

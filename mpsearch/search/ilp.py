@@ -31,9 +31,10 @@ import pandas as pd
 from scipy import sparse
 
 from ..errors import InfeasibleBudget, UsageError
-from ._base import Aggregate, Searcher, SearchProblem, Solution, register_searcher
+from ._base import Searcher, SearchProblem, Solution, register_searcher
 
 SOLVERS = ("auto", "highs", "cbc")
+ILP_OPTIONS = ("solver", "time_limit", "threads", "warm_start")
 
 
 @dataclass
@@ -352,11 +353,10 @@ class ILPSearch(Searcher):
     """Settings: solver ('auto' | 'highs' | 'cbc'), time_limit (seconds), threads, warm_start."""
 
     name = "ilp"
+    options = ILP_OPTIONS
 
     def search(self, problem: SearchProblem) -> Solution:
-        return solve_ilp(problem, solver=self.settings.get("solver", "auto"),
-                         time_limit=self.settings.get("time_limit"), threads=self.settings.get("threads"),
-                         warm_start=self.settings.get("warm_start"))
+        return solve_ilp(self.prepare(problem), **self.settings)
 
 
 def solve(table: pd.DataFrame, budgets: dict[str, float], ties=None, pairwise: pd.DataFrame | None = None,
