@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     inp = Inputs(args)
     front = pareto_front(inp.model, inp.data, metric=args.metric, points=args.points, formats=args.formats,
                          estimator=args.estimator, search=args.search, hardware=args.hardware,
-                         objective=args.objective, search_settings=dict(args.key_value),
+                         objective=args.objective, search_settings=dict(args.search_option),
                          estimator_settings=dict(args.estimator_option),
                          test=None if args.data else inp.test, guard_uniform=args.guard, seed=args.seed)
     print(front.table().to_string(index=False, float_format=lambda v: f"{v:.5g}"))

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     inp = Inputs(args)
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=args.estimator,
                     search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
-                    guard_uniform=not args.no_guard, search_settings=dict(args.key_value),
+                    guard_uniform=not args.no_guard, search_settings=dict(args.search_option),
                     max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)
     print(site_table(plan))
