@@ -18,7 +18,7 @@ from .model import Site, fingerprint, sites
 from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
-from .search.tolerance import within_tolerance
+from .search.tolerance import Tolerance, within_tolerance
 from .sensitivity import SensitivityTable, get_estimator
 from .sensitivity.pairwise import MeasuredLoss
 
@@ -120,6 +120,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     choices (default int2-int8 per channel and bf16). With data, the result is measured against
     every uniform plan that fits, and the better one is returned (`guard_uniform=False` skips that).
     """
+    max_drop = None if max_drop is None else Tolerance.parse(max_drop)  # a typo fails before any estimate
     budgets = parse_budgets(budget) or ([Budget("memory", 1.0, True)] if max_drop is not None else [])
     if not budgets:
         raise UsageError("give a budget, e.g. budget='4MB', '4.5bits' or '30%'")

@@ -171,11 +171,11 @@ def _quiet_stdout():
     """Silence C-level writes to stdout (HiGHS prints a banner when its first instance is made)."""
     try:
         sys.stdout.flush()
-        fd = sys.stdout.fileno()
+        saved = os.dup(1)
     except (AttributeError, OSError, ValueError):
         yield
         return
-    saved = os.dup(fd)
+    fd = 1
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), fd)
