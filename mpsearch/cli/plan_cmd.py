@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .. import api
 from ..apply import quantized
@@ -39,6 +40,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 @command("plan", "search a mixed-precision plan under budgets", arguments)
 def run(args: argparse.Namespace) -> int:
+    if not args.budget and args.max_drop is None:  # argparse cannot say "required unless --max-drop"
+        print("mpsearch plan: error: the following arguments are required: --budget (or --max-drop) (see --help)",
+              file=sys.stderr)
+        raise SystemExit(2)
     inp = Inputs(args)
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=args.estimator,
                     search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,

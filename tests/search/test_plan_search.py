@@ -50,3 +50,11 @@ def test_cli_errors_are_one_line(capsys):
         main(["plan", "--example", "digits-cnn", "--budget", "3bits", "--search-option", "aggregate"])
     assert e.value.code == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_plan_needs_a_budget_or_a_tolerance(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "--example", "digits-cnn"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--budget" in err and "--max-drop" in err and "\n" not in err
