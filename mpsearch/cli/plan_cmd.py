@@ -60,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
         print(comparison_table(plan, test))
         if "guard" in plan.measured:
             info(f"note: {plan.measured['guard']}")
+    if args.max_drop is not None:
+        steps = [r for r in plan.measured.get("search", []) if r.get("within")]
+        if steps:
+            best = min(steps, key=lambda r: r["cost"])
+            info(f"--max-drop {best['tolerance']}: cheapest plan whose {best['metric']} drops {best['drop']:.4g} "
+                 f"(FP {best['fp']:.4g}) on the calibration data; {len(plan.measured['search'])} budgets tried")
     info(f"wrote {args.output}")
     return 0
 
