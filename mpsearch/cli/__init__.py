@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback only with --debug
         if args.debug:
             raise
-        print(f"mpsearch: internal error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"mpsearch: internal error: {type(e).__name__}: {first} "
               "(rerun with --debug for the traceback and report it)", file=sys.stderr)
         return 3
 

@@ -161,7 +161,10 @@ def optuna_search(problem: SearchProblem, *, sampler: str = "tpe", trials: int =
                      "feasible": t.user_attrs["violation"] <= 1e-9, **{c: t.user_attrs.get(c) for c in cols},
                      "pareto": t.number in front, "assignments": assign})
     hist = pd.DataFrame(rows)
-    ok = hist[hist.feasible]
+    ok = hist[hist.feasible] if len(hist) else hist
+    if not len(ok):
+        raise InfeasibleBudget(f"the Optuna study {name!r} holds no plan within the budgets; relax them or start "
+                               "a new study (another study_name)")
     best = ok.loc[ok.value.idxmin()]
     assign = best.assignments
     return Solution(assign, objective, problem.predicted(assign), float("nan"), time.perf_counter() - t0,

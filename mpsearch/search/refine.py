@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..formats import get_choice
@@ -77,7 +78,7 @@ def _rescaled(problem: SearchProblem, singles: dict[tuple[str, str], float]) -> 
 
 
 def refine(problem: SearchProblem, *, measurements: int = 60, width: int | None = None, max_sites: int = 12,
-           rounds: int = 6, **ilp_settings) -> Solution:
+           rounds: int = 6, progress: bool | None = None, **ilp_settings) -> Solution:
     """ILP, then rounds of measured pairwise refinement within `measurements` model evaluations.
     `history` has one row per measured plan: its measured loss and the objective its model predicted."""
     if measurements < 1:
@@ -90,8 +91,12 @@ def refine(problem: SearchProblem, *, measurements: int = 60, width: int | None 
     ilp_settings.pop("warm_start", None)
     history = []
 
+    bar = tqdm(total=measurements, desc="refine", unit="eval", leave=False,
+               disable=None if progress is None else not progress)
+
     def record(assign: dict[str, str], stage: str, predicted: float) -> float:
         v = loss(assign)
+        bar.update(loss.measurements - used0 - bar.n)
         history.append({"round": len(history), "stage": stage, "measured": v, "predicted": predicted,
                         **{k: problem.totals(assign)[k] for k in problem.limits},
                         "assignments": dict(assign)})
@@ -151,6 +156,7 @@ def refine(problem: SearchProblem, *, measurements: int = 60, width: int | None 
             moved |= try_plan(table, alpha, f"+ pairwise ({len(pairs_done)} pairs)")
         if not moved and not new_pairs:
             break  # nothing new was learned and no new plan came out: converged
+    bar.close()
     hist = pd.DataFrame(history)
     return Solution(best, "measured", problem.predicted(best), float("nan"), time.perf_counter() - t0,
                     problem.totals(best), f"refine/{sol.solver}", measured=best_v, history=hist)
@@ -163,7 +169,7 @@ class RefineSearch(Searcher):
     max_sites (12), rounds (6), solver, time_limit."""
 
     name = "refine"
-    options = ("measurements", "width", "max_sites", "rounds") + ILP_OPTIONS
+    options = ("measurements", "width", "max_sites", "rounds", "progress") + ILP_OPTIONS
 
     def search(self, problem: SearchProblem) -> Solution:
         return refine(self.prepare(problem), **self.settings)
