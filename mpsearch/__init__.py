@@ -25,7 +25,7 @@ from .model import Site, fingerprint, sites  # noqa: E402
 from .plan import Plan  # noqa: E402
 from .search import solve  # noqa: E402
 from .search.autotune import autotune  # noqa: E402
-from .search.pareto import ParetoFront, pareto_front  # noqa: E402
+from .search.pareto import ParetoFront, pareto  # noqa: E402
 from .sensitivity import SensitivityTable  # noqa: E402
 from .sensitivity.pairwise import pairwise_terms  # noqa: E402
 
@@ -33,5 +33,5 @@ __all__ = [
     "Budget", "BudgetError", "DataError", "FormatError", "InfeasibleBudget", "ModelLoadError", "ModelMismatch",
     "MpsearchError", "NoQuantizableSites", "Plan", "PlanError", "SensitivityTable", "Site", "apply",
     "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
-    "ParetoFront", "autotune", "pairwise_terms", "pareto_front",
+    "ParetoFront", "autotune", "pairwise_terms", "pareto",
 ]

@@ -6,7 +6,7 @@ import argparse
 
 from ..budget import COLUMNS
 from ..formats import DEFAULT_FORMATS
-from ..search.pareto import pareto_front
+from ..search.pareto import pareto
 from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command
@@ -35,11 +35,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
 @command("pareto", "sweep a budget and save the Pareto front of measured plans (table + plot)", arguments)
 def run(args: argparse.Namespace) -> int:
     inp = Inputs(args)
-    front = pareto_front(inp.model, inp.data, metric=args.metric, points=args.points, formats=args.formats,
-                         estimator=args.estimator, search=args.search, hardware=args.hardware,
-                         objective=args.objective, search_settings=dict(args.search_option),
-                         estimator_settings=dict(args.estimator_option),
-                         test=None if args.data else inp.test, guard_uniform=args.guard, seed=args.seed)
+    front = pareto(inp.model, inp.data, metric=args.metric, points=args.points, formats=args.formats,
+                   estimator=args.estimator, search=args.search, hardware=args.hardware, objective=args.objective,
+                   search_settings=dict(args.search_option), estimator_settings=dict(args.estimator_option),
+                   test=None if args.data else inp.test, guard_uniform=args.guard, seed=args.seed)
     print(front.table().to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     print()
     print(front.dominance().to_string(index=False, float_format=lambda v: f"{v:.5g}"))

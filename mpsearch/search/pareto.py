@@ -142,7 +142,7 @@ def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[f
     return out
 
 
-def pareto_front(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
+def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
                  formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
                  sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
                  test=None, guard_uniform: bool = False, seed: int = 0,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mpsearch.cli import main
-from mpsearch.search.pareto import non_dominated, pareto_front
+from mpsearch.search.pareto import non_dominated, pareto
 
 
 def test_non_dominated():
@@ -18,7 +18,7 @@ def test_non_dominated():
 
 
 def test_front_dominates_uniform_precision(cnn, cnn_sens, tmp_path):
-    front = pareto_front(cnn.model, cnn.calibration, sensitivity=cnn_sens, points=4, test=cnn.test)
+    front = pareto(cnn.model, cnn.calibration, sensitivity=cnn_sens, points=4, test=cnn.test)
     dom = front.dominance()
     assert set(dom.uniform) == {f"uniform {f}" for f in ["int2", "int3", "int4", "int5", "int6", "int8", "bf16"]}
     assert dom.dominated.all()  # at every uniform plan's cost a mixed plan measures at least as well
