@@ -26,7 +26,10 @@ from .model import Site, fingerprint, sites  # noqa: E402
 from .packed import export, load_packed  # noqa: E402
 from .plan import Plan  # noqa: E402
 from .search import solve  # noqa: E402
+from .search.autotune import autotune  # noqa: E402
+from .search.pareto import ParetoFront, pareto  # noqa: E402
 from .sensitivity import SensitivityTable  # noqa: E402
+from .sensitivity.pairwise import pairwise_terms  # noqa: E402
 from .study import load_study  # noqa: E402
 
 __all__ = [
@@ -35,4 +38,5 @@ __all__ = [
     "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
     "StudyError", "load_study",
     "export", "get_choice", "load_packed",
+    "ParetoFront", "autotune", "pairwise_terms", "pareto",
 ]

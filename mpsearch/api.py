@@ -20,7 +20,9 @@ from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
 from .search._base import check_feasible
+from .search.tolerance import Tolerance, within_tolerance
 from .sensitivity import SensitivityTable, get_estimator
+from .sensitivity.pairwise import MeasuredLoss
 
 log = logging.getLogger("mpsearch")
 
@@ -113,7 +115,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          estimator: str = "hessian", search: str = "ilp", seed: int = 0, hardware=None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
-         sensitivity: SensitivityTable | None = None) -> Plan:
+         sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
+         drop_metric: str | None = None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -122,20 +125,26 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     `mpsearch.sensitivity(...)` to reuse across budgets. The additive proxy can mislead, so the
     result is measured against every uniform plan that fits, and the better one is returned
     (`guard_uniform=False` skips that).
+
+    `max_drop` (`1%` of FP, or absolute): instead, the cheapest plan within `budget` (default the
+    16-bit size) whose measured `drop_metric` (default accuracy with labels) drops at most that much.
     """
-    budgets = parse_budgets(budget)
+    max_drop = None if max_drop is None else Tolerance.parse(max_drop)  # a typo fails before any estimate
+    budgets = parse_budgets(budget) or ([Budget("memory", 1.0, True)] if max_drop is not None else [])
     if not budgets:
         raise UsageError("give a budget, e.g. budget='4MB', '4.5bits' or '30%'")
     if data is None:
         raise UsageError("plan needs calibration data: a tensor of inputs, (x, y), or a DataLoader")
     torch.manual_seed(seed)
     with eval_mode(model):
-        return _plan(model, data, budgets, formats, estimator, search, seed, hardware, objective, guard_uniform,
-                     ties, estimator_settings, search_settings, sensitivity)
+        return _plan(model, data, budgets, formats=formats, estimator=estimator, search=search, seed=seed,
+                     hardware=hardware, objective=objective, guard_uniform=guard_uniform, ties=ties,
+                     estimator_settings=estimator_settings, search_settings=search_settings,
+                     sensitivity=sensitivity, max_drop=max_drop, drop_metric=drop_metric)
 
 
-def _plan(model, data, budgets, formats, estimator, search, seed, hardware, objective, guard_uniform, ties,
-          estimator_settings, search_settings, sensitivity) -> Plan:
+def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, objective, guard_uniform, ties,
+          estimator_settings, search_settings, sensitivity, max_drop, drop_metric) -> Plan:
     data = as_data(data)
     check_fits(model, data)
     site_list = sites(model, data.first_x)
@@ -160,15 +169,23 @@ def _plan(model, data, budgets, formats, estimator, search, seed, hardware, obje
         if missing:
             raise UsageError(f"the given sensitivity table has no rows for {missing}; estimate it with those formats")
     table = sens.frame.merge(costs, on=["site", "format"])
-    problem = SearchProblem(table, limits, list(ties or []), seed=seed)
-    sol = get_searcher(search, **(search_settings or {})).search(problem)
+    problem = SearchProblem(table, limits, list(ties or []), seed=seed,
+                            evaluate=MeasuredLoss(model, data, obj, acts))
+    searcher = get_searcher(search, **(search_settings or {}))
+    if max_drop is not None:  # bisection to tolerance; the guard then works at the accepted cost
+        sol, problem = within_tolerance(problem, searcher, model, data, max_drop, drop_metric)
+    else:
+        sol = searcher.search(problem)
     assignments, measured = sol.assignments, {}
     if guard_uniform:
         assignments, measured = guard(model, data, obj, problem, assignments, choices, ref, acts)
+    if sol.history is not None and len(sol.history) <= 100:  # what the search measured (bisection, refine)
+        measured["search"] = sol.history.drop(columns="assignments", errors="ignore").to_dict("records")
     result = Plan(
         assignments, fingerprint(model), budgets=[str(b) for b in budgets], measured=measured,
         provenance=provenance(sens.estimator, search, seed, objective=obj.name, solver_status=sol.status,
                               solve_seconds=round(sol.seconds, 4), estimator_settings=sens.settings,
-                              formats=[c.name for c in choices], hardware=getattr(hw, "name", None)),
+                              formats=[c.name for c in choices], hardware=getattr(hw, "name", None),
+                              max_drop=None if max_drop is None else str(max_drop)),
     )
     return describe(result, model, site_list, hw, sens.frame, acts)

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (register the verbs)
     export_cmd,
     formats_cmd,
     hardware_cmd,
+    pareto_cmd,
     plan_cmd,
     sites_cmd,
     study_cmd,

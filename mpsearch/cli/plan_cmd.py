@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .. import api
 from ..activations import calibrate_choices, plan_params
@@ -10,6 +11,7 @@ from ..apply import quantized
 from ..formats import DEFAULT_FORMATS
 from ..objectives import measure
 from ..report import comparison_rows, comparison_table, site_table, totals_line
+from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command
 
@@ -17,11 +19,18 @@ from ._registry import command
 def arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p, required=False)
     add_data_args(p)
-    p.add_argument("--budget", action="append", required=True, metavar="B",
+    p.add_argument("--budget", action="append", metavar="B",
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
     p.add_argument("--estimator", default="hessian", help="sensitivity estimator (default: hessian)")
-    p.add_argument("--search", default="ilp", help="searcher (default: ilp)")
+    p.add_argument("--search", default="ilp", help="searcher: ilp (default), refine, optuna")
+    p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
+                   help="searcher setting, e.g. aggregate=max, aggregate=lp:2, measurements=80, sampler=nsga2, "
+                        "trials=200, solver=cbc, time_limit=10; repeat for several")
+    p.add_argument("--max-drop", metavar="TOL",
+                   help="cheapest plan (within --budget, default the 16-bit size) whose measured metric drops at "
+                        "most TOL: 1%% of the FP value, or an absolute 0.01")
+    p.add_argument("--drop-metric", help="metric --max-drop watches (default: accuracy with labels)")
     p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
     p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
     p.add_argument("--seed", type=int, default=0)
@@ -32,10 +41,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 @command("plan", "search a mixed-precision plan under budgets", arguments)
 def run(args: argparse.Namespace) -> int:
+    if not args.budget and args.max_drop is None:  # argparse cannot say "required unless --max-drop"
+        print("mpsearch plan: error: the following arguments are required: --budget (or --max-drop) (see --help)",
+              file=sys.stderr)
+        raise SystemExit(2)
     inp = Inputs(args)
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=args.estimator,
                     search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
-                    guard_uniform=not args.no_guard)
+                    guard_uniform=not args.no_guard, search_settings=dict(args.search_option),
+                    max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
@@ -47,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         print(comparison_table(plan, test))
         if "guard" in plan.measured:
             info(f"note: {plan.measured['guard']}")
+    if args.max_drop is not None:
+        steps = [r for r in plan.measured.get("search", []) if r.get("within")]
+        if steps:
+            best = min(steps, key=lambda r: r["cost"])
+            info(f"--max-drop {best['tolerance']}: cheapest plan whose {best['metric']} drops {best['drop']:.4g} "
+                 f"(FP {best['fp']:.4g}) on the calibration data; {len(plan.measured['search'])} budgets tried")
     info(f"wrote {args.output}")
     return 0
 

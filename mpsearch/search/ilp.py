@@ -1,112 +1,369 @@
 """Exact integer linear program over per-site choices (HAWQ-V3's formulation, generalized).
 
-Binary x[s,f]; Σ_f x[s,f] = 1 per site; Σ cost_k·x ≤ B_k per budget; tie groups share a format;
-minimize Σ Ω·x + Σ Ω_ab·y_ab, where each pairwise product x_a·x_b is linearized exactly by
-y ≤ x_a, y ≤ x_b, y ≥ x_a + x_b − 1 (CLADO).
+Binary x[g,f] per tie group g (tied sites share one set of variables, so ties cost nothing) and
+format f; Σ_f x[g,f] = 1; Σ cost_k·x ≤ B_k per budget. The objective is one of
+- `sum`:  Σ Ω·x, plus pairwise terms Σ Ω_ab·y_ab with each product x_a·x_b linearized exactly
+  (CLADO): y ≥ x_a + x_b − 1 where Ω_ab > 0 and y ≤ x_a, y ≤ x_b where Ω_ab < 0 — the minimizer
+  pushes y against the bound it needs, so one side suffices and the optimum is the same;
+- `lp:P`: Σ max(Ω, 0)^P·x, the P-th power of the Lp norm (monotone, so the argmin is the same);
+- `max`:  an epigraph variable t ≥ Σ_f Ω(s,f)·x[g(s),f] for every site s; minimize t.
+The objective is scaled to unit magnitude and budget rows to unit limits so that solver
+tolerances mean the same thing for any model; the result is reported on the original scale.
+HiGHS (highspy) is used when installed, else CBC (bundled with PuLP). When a time limit stops the
+solver early, `bound` is the solver's own proven dual bound, never the incumbent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
+import re
+import sys
+import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-import pulp
+from scipy import sparse
 
 from ..errors import InfeasibleBudget, UsageError
 from ._base import Searcher, SearchProblem, Solution, register_searcher
 
-
-def _solver(name: str, time_limit: float | None, threads: int | None):
-    if name == "highs":
-        if "HiGHS" not in pulp.listSolvers(onlyAvailable=True):
-            raise UsageError("solver 'highs' needs the highspy package: pip install highspy")
-        return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=0.0, threads=threads)
-    if name == "cbc":
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=0.0, threads=threads)
-    raise UsageError(f"unknown ILP solver {name!r}; use 'cbc' (bundled) or 'highs'")
+SOLVERS = ("auto", "highs", "cbc")
+ILP_OPTIONS = ("solver", "time_limit", "threads", "warm_start")
 
 
-def solve_ilp(problem: SearchProblem, *, solver: str = "cbc", time_limit: float | None = None,
-              threads: int | None = None) -> Solution:
-    problem.check_feasible()
-    t = problem.table.reset_index(drop=True)
-    sites = problem.sites
-    lp = pulp.LpProblem("mpsearch", pulp.LpMinimize)
-    x = {(r.site, r.format): pulp.LpVariable(f"x{i}", cat="Binary") for i, r in enumerate(t.itertuples())}
-    by_site: dict[str, list] = {s: [] for s in sites}
-    for (s, _), v in x.items():
-        by_site[s].append(v)
-    objective = pulp.lpSum(float(om) * x[(s, f)] for s, f, om in zip(t.site, t.format, t.omega))
+@dataclass
+class _Matrix:
+    """min cᵀz s.t. row_lo ≤ A z ≤ row_hi, lo ≤ z ≤ hi, z_i integer where `integer`."""
 
-    if problem.pairwise is not None and len(problem.pairwise):
-        terms = []
-        for j, r in enumerate(problem.pairwise.itertuples()):
-            a, b = (r.site_a, r.format_a), (r.site_b, r.format_b)
-            if a not in x or b not in x:
-                raise UsageError(f"pairwise term ({a}, {b}) names a (site, format) not in the table")
-            y = pulp.LpVariable(f"y{j}", lowBound=0, upBound=1)
-            lp += y <= x[a]
-            lp += y <= x[b]
-            lp += y >= x[a] + x[b] - 1
-            terms.append(float(r.omega) * y)
-        objective = objective + pulp.lpSum(terms)
-    lp += objective
+    c: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    integer: np.ndarray
+    A: sparse.csr_matrix
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    scale: float                       # objective was divided by this
+    x_cols: list[list[int]]            # per group, the column of each of its formats
+    pair_cols: list[tuple[int, int, int]]  # (y column, x_a column, x_b column)
+    t_col: int | None                  # epigraph column for `max`
 
-    for s in sites:
-        lp += pulp.lpSum(by_site[s]) == 1
-    for col, limit in problem.limits.items():
-        lp += pulp.lpSum(float(c) * x[(s, f)] for s, f, c in zip(t.site, t.format, t[col])) <= limit
-    for group in problem.ties:
-        unknown = [s for s in group if s not in by_site]
-        if unknown:
-            raise UsageError(f"tie group names unknown site(s) {unknown}")
-        fmts = set.intersection(*({f for (ss, f) in x if ss == s} for s in group))
-        for s in group:
-            for (ss, f), v in x.items():
-                if ss == s and f not in fmts:
-                    lp += v == 0
+    def start(self, groups, assignments: dict[str, str], problem: SearchProblem) -> np.ndarray:
+        """A full primal vector for a warm start from a complete assignment."""
+        z = np.zeros(len(self.c))
+        for (sites, fmts), cols in zip(groups, self.x_cols):
+            f = assignments.get(sites[0])
+            if f in fmts:
+                z[cols[fmts.index(f)]] = 1.0
+        for y, a, b in self.pair_cols:
+            z[y] = z[a] * z[b]
+        if self.t_col is not None:
+            z[self.t_col] = max(problem.row(s, f)[0] for s, f in assignments.items()) / self.scale
+        return z
+
+
+def _build(problem: SearchProblem) -> _Matrix:
+    agg = problem.aggregate
+    groups = problem.groups
+    limits = list(problem.limits.items())
+    cost: list[float] = []
+    x_cols: list[list[int]] = []
+    rows: list[tuple[list[int], list[float], float, float]] = []
+    budget = [([], []) for _ in limits]
+    where: dict[tuple[str, str], int] = {}
+    for sites, fmts in groups:
+        cols = []
         for f in fmts:
-            for s in group[1:]:
-                lp += x[(s, f)] == x[(group[0], f)]
+            j = len(cost)
+            vals = np.array([problem.row(s, f) for s in sites])  # (sites, 1 + limits)
+            cost.append(0.0 if agg.kind == "max" else float(agg.per_site(vals[:, 0]).sum()))
+            for k, (_, lim) in enumerate(limits):
+                budget[k][0].append(j)
+                budget[k][1].append(float(vals[:, 1 + k].sum()) / lim if lim > 0 else float(vals[:, 1 + k].sum()))
+            for s in sites:
+                where[(s, f)] = j
+            cols.append(j)
+        x_cols.append(cols)
+        rows.append((cols, [1.0] * len(cols), 1.0, 1.0))
+    n_x = len(cost)
+    integer = [True] * n_x
+    for k, (_, lim) in enumerate(limits):
+        rows.append((budget[k][0], budget[k][1], -np.inf, 1.0 if lim > 0 else lim))
 
-    start = time.perf_counter()
-    lp.solve(_solver(solver, time_limit, threads))
-    seconds = time.perf_counter() - start
-    status = pulp.LpStatus[lp.status]
-    if status == "Infeasible":
-        raise InfeasibleBudget(
-            "the budgets cannot all be met at once (each alone is achievable, together they are not); "
-            "relax one of them"
-        )
+    # pairwise products, merged per unordered column pair
+    products: dict[tuple[int, int], float] = {}
+    for (sa, fa, sb, fb), om in problem._pair_terms.items():
+        a, b = where.get((sa, fa)), where.get((sb, fb))
+        if a is None or b is None:
+            if (sa, fa) not in problem._rows or (sb, fb) not in problem._rows:
+                raise UsageError(f"pairwise term ({sa}, {fa}) × ({sb}, {fb}) names a (site, format) not in the table")
+            continue  # a format its tie group cannot take: the product is always 0
+        if a == b:
+            cost[a] += om  # two tied sites at the same format: x·x = x
+            continue
+        if any(a in cols and b in cols for cols in x_cols):
+            continue  # two formats of one group: never both chosen
+        key = (min(a, b), max(a, b))
+        products[key] = products.get(key, 0.0) + om
+    pair_cols = []
+    for (a, b), om in products.items():
+        if om == 0:
+            continue
+        y = len(cost)
+        cost.append(om)
+        integer.append(False)
+        pair_cols.append((y, a, b))
+        if om > 0:
+            rows.append(([a, b, y], [1.0, 1.0, -1.0], -np.inf, 1.0))
+        else:
+            rows.append(([y, a], [1.0, -1.0], -np.inf, 0.0))
+            rows.append(([y, b], [1.0, -1.0], -np.inf, 0.0))
+
+    t_col = None
+    if agg.kind == "max":
+        t_col = len(cost)
+        cost.append(1.0)
+        integer.append(False)
+        for sites, fmts in groups:
+            for s in sites:
+                cols = [where[(s, f)] for f in fmts]
+                rows.append((cols + [t_col], [float(problem.row(s, f)[0]) for f in fmts] + [-1.0], -np.inf, 0.0))
+
+    c = np.array(cost)
+    # Solvers' optimality tolerances are absolute (~1e-7 on reduced costs): bring the worst-case
+    # objective to ~1e4 so that differences far below the table's resolution still count.
+    worst = sum(float(np.abs(c[cols]).max()) for cols in x_cols) + float(np.abs(c[n_x:]).sum())
+    scale = worst / 1e4 if worst > 0 else 1.0
+    c = c / scale
+    if t_col is not None:  # the epigraph rows carry Ω too: rescale them with the objective
+        for i, (cols, vals, lo, hi) in enumerate(rows):
+            if cols and cols[-1] == t_col:
+                rows[i] = (cols, [v / scale for v in vals[:-1]] + [-1.0], lo, hi)
+    n = len(c)
+    lo = np.zeros(n)
+    hi = np.ones(n)
+    if t_col is not None:
+        lo[t_col], hi[t_col] = -np.inf, np.inf
+    indptr, indices, data = [0], [], []
+    for cols, vals, _, _ in rows:
+        indices.extend(cols)
+        data.extend(vals)
+        indptr.append(len(indices))
+    A = sparse.csr_matrix((data, indices, indptr), shape=(len(rows), n))
+    return _Matrix(c, lo, hi, np.array(integer), A, np.array([r[2] for r in rows], float),
+                   np.array([r[3] for r in rows], float), scale, x_cols, pair_cols, t_col)
+
+
+@dataclass
+class _Result:
+    z: np.ndarray | None
+    status: str      # "optimal" | "time_limit" | "infeasible" | other solver words
+    bound: float     # the solver's proven lower bound, scaled objective units (nan if none)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence C-level writes to stdout (HiGHS prints a banner when its first instance is made)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    fd = 1
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+@functools.cache
+def _highspy():
+    try:
+        import highspy
+    except ImportError:
+        return None
+    with _quiet_stdout():
+        highspy.Highs()
+    return highspy
+
+
+def _solve_highs(m: _Matrix, time_limit, threads, start) -> _Result:
+    hs = _highspy()
+    h = hs.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", 0.0)
+    h.setOptionValue("random_seed", 0)
+    # a budget is a hard limit: do not let the default 1e-6 feasibility slack buy a slightly better plan
+    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+    h.setOptionValue("primal_feasibility_tolerance", 1e-9)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(time_limit))
+    if threads is not None:
+        h.setOptionValue("threads", int(threads))
+    lp = hs.HighsLp()
+    lp.num_col_, lp.num_row_ = len(m.c), m.A.shape[0]
+    lp.col_cost_ = m.c
+    lp.col_lower_ = np.where(np.isinf(m.lo), -hs.kHighsInf, m.lo)
+    lp.col_upper_ = np.where(np.isinf(m.hi), hs.kHighsInf, m.hi)
+    lp.row_lower_ = np.where(np.isinf(m.row_lo), -hs.kHighsInf, m.row_lo)
+    lp.row_upper_ = np.where(np.isinf(m.row_hi), hs.kHighsInf, m.row_hi)
+    csc = m.A.tocsc()
+    lp.a_matrix_.format_ = hs.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = csc.indptr
+    lp.a_matrix_.index_ = csc.indices
+    lp.a_matrix_.value_ = csc.data
+    lp.integrality_ = [hs.HighsVarType.kInteger if i else hs.HighsVarType.kContinuous for i in m.integer]
+    h.passModel(lp)
+    if start is not None:
+        sol = hs.HighsSolution()
+        sol.col_value = list(start)
+        sol.value_valid = True
+        h.setSolution(sol)
+    h.run()
+    ms = h.getModelStatus()
+    info = h.getInfo()
+    S = hs.HighsModelStatus
+    status = {S.kOptimal: "optimal", S.kInfeasible: "infeasible", S.kTimeLimit: "time_limit",
+              S.kUnboundedOrInfeasible: "infeasible"}.get(ms, h.modelStatusToString(ms).lower())
+    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    z = np.array(h.getSolution().col_value) if has_sol else None
+    bound = float(info.mip_dual_bound)
+    if not math.isfinite(bound):
+        bound = math.nan
+    return _Result(z, status, bound)
+
+
+_CBC_BOUND = re.compile(r"^Lower bound:\s*(\S+)", re.M)
+_CBC_RESULT = re.compile(r"^Result - (.*)$", re.M)
+
+
+def _solve_cbc(m: _Matrix, time_limit, threads, start) -> _Result:
+    import pulp
+
+    lp = pulp.LpProblem("mpsearch", pulp.LpMinimize)
+    new_var = getattr(lp, "add_variable", None) or pulp.LpVariable  # PuLP >= 3.3 attaches variables to the model
+    z = [new_var(f"z{j}", None if np.isinf(m.lo[j]) else m.lo[j], None if np.isinf(m.hi[j]) else m.hi[j],
+                 "Integer" if m.integer[j] else "Continuous") for j in range(len(m.c))]
+    lp += pulp.LpAffineExpression([(z[j], float(v)) for j, v in enumerate(m.c) if v != 0])
+    for i in range(m.A.shape[0]):
+        lo_, hi_ = m.A.indptr[i], m.A.indptr[i + 1]
+        expr = pulp.LpAffineExpression([(z[j], float(v)) for j, v in zip(m.A.indices[lo_:hi_], m.A.data[lo_:hi_])])
+        if m.row_lo[i] == m.row_hi[i]:
+            lp += pulp.LpConstraint(expr, pulp.LpConstraintEQ, f"r{i}", float(m.row_hi[i]))
+        else:
+            lp += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{i}", float(m.row_hi[i]))
+    if start is not None:
+        for v, s in zip(z, start):
+            v.setInitialValue(float(s))
+    with tempfile.TemporaryDirectory(prefix="mpsearch-cbc-") as tmp:
+        log = os.path.join(tmp, "cbc.log")
+        with warnings.catch_warnings():  # PuLP 3.3+ deprecates its bundled CBC; it is still the one we can count on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=0.0, gapAbs=0.0, threads=threads,
+                                       warmStart=start is not None, logPath=log, options=["primalT 1e-9"])
+        lp.solve(solver)
+        text = open(log, encoding="utf-8", errors="replace").read()
+    result = (_CBC_RESULT.search(text) or [None, ""])[1].lower()
+    if "infeasible" in result:
+        return _Result(None, "infeasible", math.nan)
+    found = lp.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    values = np.array([v.value() or 0.0 for v in z]) if found else None
+    if result.startswith("optimal"):
+        return _Result(values, "optimal", float(pulp.value(lp.objective)))
+    b = _CBC_BOUND.search(text)
+    bound = float(b.group(1)) if b else math.nan
+    status = "time_limit" if "time" in result else (result or pulp.LpStatus[lp.status].lower())
+    return _Result(values, status, bound)
+
+
+def available_solvers() -> list[str]:
+    """The ILP backends usable here: CBC always (bundled with PuLP), HiGHS when highspy is installed."""
+    return ["cbc"] + (["highs"] if _highspy() is not None else [])
+
+
+def _pick(solver: str) -> str:
+    if solver not in SOLVERS:
+        raise UsageError(f"unknown ILP solver {solver!r}; use {', '.join(SOLVERS)}")
+    if solver == "highs" and _highspy() is None:
+        raise UsageError("solver 'highs' needs the highspy package: pip install highspy (or use solver='cbc')")
+    if solver == "auto":
+        return "highs" if _highspy() is not None else "cbc"
+    return solver
+
+
+def solve_ilp(problem: SearchProblem, *, solver: str = "auto", time_limit: float | None = None,
+              threads: int | None = None, warm_start: dict[str, str] | None = None) -> Solution:
+    """Minimize the problem's objective exactly. `warm_start`: a complete assignment that fits (e.g.
+    the previous point of a budget sweep) handed to the solver as its first incumbent."""
+    problem.check_feasible()
+    name = _pick(solver)
+    t0 = time.perf_counter()
+    start = warm_start if warm_start is not None and set(warm_start) >= set(problem.sites) \
+        and problem.fits(warm_start) else None
+    work = problem
+    for _ in range(4):
+        chosen, r, m = _solve_once(work, name, time_limit, threads, start)
+        over = {c: problem.totals(chosen)[c] / lim - 1 for c, lim in problem.limits.items() if lim > 0}
+        if problem.fits(chosen):
+            break
+        # the solver's feasibility tolerance let a budget slip by a hair: tighten that budget and re-solve
+        work = work.with_limits({c: lim * (1 - 2 * max(over.get(c, 0.0), 1e-12)) if over.get(c, 0) > 0 else lim
+                                 for c, lim in work.limits.items()})
+    else:
+        raise InfeasibleBudget("the ILP solver returned plans that exceed the budget by its tolerance; relax a "
+                               "budget slightly")
+    seconds = time.perf_counter() - t0
+    objective = problem.predicted(chosen)
+    raw_bound = problem.aggregate.from_solver(r.bound * m.scale) if not math.isnan(r.bound) else math.nan
+    bound = min(raw_bound, objective) if not math.isnan(raw_bound) else math.nan
+    return Solution(chosen, r.status, objective, bound, seconds, problem.totals(chosen), name)
+
+
+def _solve_once(problem: SearchProblem, name: str, time_limit, threads, start):
+    m = _build(problem)
+    groups = problem.groups
+    r = (_solve_highs if name == "highs" else _solve_cbc)(m, time_limit, threads,
+                                                          None if start is None else m.start(groups, start, problem))
+    if r.status == "infeasible":
+        raise InfeasibleBudget("the budgets cannot all be met at once (each alone is achievable, together they "
+                               "are not); relax one of them")
+    if r.z is None:
+        raise InfeasibleBudget(f"the ILP solver found no assignment (status {r.status}) within the time limit "
+                               f"({time_limit}s); raise the time limit or relax the budgets")
     chosen = {}
-    for (s, f), v in x.items():
-        if v.value() is not None and v.value() > 0.5:
+    for (sites, fmts), cols in zip(groups, m.x_cols):
+        f = fmts[int(np.argmax(r.z[cols]))]
+        for s in sites:
             chosen[s] = f
-    if len(chosen) != len(sites):
-        raise InfeasibleBudget(f"the ILP solver found no assignment (status {status}); relax the budgets "
-                               "or raise the time limit")
-    obj = float(pulp.value(lp.objective))
-    optimal = status == "Optimal" and lp.sol_status == pulp.LpSolutionOptimal
-    totals = problem.totals(chosen)
-    return Solution(chosen, "optimal" if optimal else status.lower(), obj, obj if optimal else math.nan,
-                    seconds, totals, solver)
+    return chosen, r, m
 
 
 @register_searcher
 class ILPSearch(Searcher):
-    """Settings: solver ('cbc' | 'highs'), time_limit (seconds), threads."""
+    """Settings: solver ('auto' | 'highs' | 'cbc'), time_limit (seconds), threads, warm_start."""
 
     name = "ilp"
+    options = ILP_OPTIONS
 
     def search(self, problem: SearchProblem) -> Solution:
-        return solve_ilp(problem, solver=self.settings.get("solver", "cbc"),
-                         time_limit=self.settings.get("time_limit"), threads=self.settings.get("threads"))
+        return solve_ilp(self.prepare(problem), **self.settings)
 
 
 def solve(table: pd.DataFrame, budgets: dict[str, float], ties=None, pairwise: pd.DataFrame | None = None,
-          *, solver: str = "cbc", time_limit: float | None = None) -> Solution:
+          *, aggregate: str = "sum", solver: str = "auto", time_limit: float | None = None,
+          threads: int | None = None, warm_start: dict[str, str] | None = None) -> Solution:
     """Solve on plain tables: `table` has site, format, omega and cost columns; `budgets` maps a cost
-    column to the limit on its sum over sites."""
-    return solve_ilp(SearchProblem(table, dict(budgets), list(ties or []), pairwise), solver=solver,
-                     time_limit=time_limit)
+    column to the limit on its sum over sites; `ties` lists groups of sites that share a format;
+    `pairwise` has columns site_a, format_a, site_b, format_b, omega; `aggregate` is sum, max or lp:P."""
+    problem = SearchProblem(table, dict(budgets), [list(g) for g in (ties or [])], pairwise, aggregate=aggregate)
+    return solve_ilp(problem, solver=solver, time_limit=time_limit, threads=threads, warm_start=warm_start)

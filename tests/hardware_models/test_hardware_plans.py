@@ -107,9 +107,12 @@ def test_h100_decode_prefers_int4_weight_only(setup):
     h100 = get("h100", batch=1)
     lat8, lat4 = _uniform_latency(setup, h100, "int8"), _uniform_latency(setup, h100, "int4_g128")
     assert lat4 < lat8 < _uniform_latency(setup, h100, "bf16")
-    p = _plan(setup, INT_FORMATS, _us(0.5 * (lat4 + lat8)), h100)
+    # a budget 60% of the way from all-int4_g128 to all-int8 latency: int4_g128 fits on the big layer with
+    # room to spare (at the midpoint it is 0.2% over, inside CBC's old slack but not the exact check)
+    budget = 0.4 * lat4 + 0.6 * lat8
+    p = _plan(setup, INT_FORMATS, _us(budget), h100)
     assert "int4_g128" in p.assignments.values()
-    assert p.totals["latency"] <= 0.5 * (lat4 + lat8) * (1 + SOLVER_SLACK)
+    assert p.totals["latency"] <= budget * (1 + SOLVER_SLACK)
 
 
 def test_fp8_on_h100_and_not_on_the_mcu(setup, caplog):

@@ -1,0 +1,256 @@
+"""Autotune the pipeline's own knobs: pick the configuration that measures best on held-out data.
+
+A plan depends on choices the user rarely knows how to make: which estimator, which format variant
+(granularity, clipping, asymmetry — whatever the format registry names), which loss the sensitivity
+is taken on, how per-site damage aggregates. As Quantune does, try configurations and keep the one
+whose plan measures best on data the planner did not see. Each knob is a registered `Knob` whose
+options come from the registries at run time, so a new estimator or format variant joins without
+edits here. Small spaces are enumerated (Optuna's grid sampler); larger ones use seeded TPE.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import Batch, CalibrationData, _slice, as_data
+from ..errors import UsageError
+
+
+@dataclass
+class TuneContext:
+    """What knobs read to list their options: the candidate formats and whether the data has labels."""
+
+    formats: list[str]
+    labelled: bool
+
+
+class Knob(ABC):
+    """One pipeline choice. `options` lists values (the first is the default); `apply` edits the plan()
+    keyword arguments for a value."""
+
+    name: str = ""
+
+    @abstractmethod
+    def options(self, ctx: TuneContext) -> list: ...
+
+    @abstractmethod
+    def apply(self, kwargs: dict, value) -> None: ...
+
+
+_KNOBS: dict[str, type[Knob]] = {}
+
+
+def register_knob(cls: type[Knob]) -> type[Knob]:
+    _KNOBS[cls.name] = cls
+    return cls
+
+
+def knob_names() -> list[str]:
+    return list(_KNOBS)
+
+
+@register_knob
+class EstimatorKnob(Knob):
+    """Every registered sensitivity estimator (aliases of one class counted once)."""
+
+    name = "estimator"
+
+    def options(self, ctx: TuneContext) -> list:
+        from ..sensitivity import estimator_names, get_estimator
+
+        seen, out = set(), []
+        for n in estimator_names():
+            cls = type(get_estimator(n))
+            if cls not in seen:
+                seen.add(cls)
+                out.append(getattr(cls, "name", n) or n)
+        return sorted(out, key=lambda n: n != "hessian")
+
+    def apply(self, kwargs: dict, value) -> None:
+        kwargs["estimator"] = value
+
+
+@register_knob
+class FormatVariantKnob(Knob):
+    """Granularity / clipping / asymmetry: every name suffix the format registry offers for all of the
+    candidate (non-16-bit) formats, e.g. '' (as given), '_pt', '_g128'."""
+
+    name = "format_variant"
+
+    def options(self, ctx: TuneContext) -> list:
+        from ..errors import FormatError
+        from ..formats import format_names, get_choice, get_format
+
+        bases = [f for f in ctx.formats if ":" not in f and not get_choice(f).weight.is_full_precision]
+        suffixes = {n[len(b):] for n in format_names() for b in bases if n.startswith(b + "_")}
+        out = [""]
+        for sfx in sorted(suffixes):
+            try:
+                names = {get_format(b + sfx).name for b in bases}
+            except FormatError:
+                continue
+            if names != set(bases):
+                out.append(sfx)
+        return out
+
+    def apply(self, kwargs: dict, value) -> None:
+        from ..formats import get_choice
+
+        if value:
+            kwargs["formats"] = [f if ":" in f or get_choice(f).weight.is_full_precision else f + value
+                                 for f in kwargs["formats"]]
+
+
+@register_knob
+class SensitivityLossKnob(Knob):
+    """The loss the estimator scores damage on: the task loss, or the label-free KL to the FP model."""
+
+    name = "sensitivity_loss"
+
+    def options(self, ctx: TuneContext) -> list:
+        return ["cross_entropy", "kl"] if ctx.labelled else ["kl", "mse"]
+
+    def apply(self, kwargs: dict, value) -> None:
+        kwargs["objective"] = value
+
+
+@register_knob
+class AggregateKnob(Knob):
+    """How per-site damage combines in the ILP: the sum (additive), the L2 norm, or the worst site."""
+
+    name = "aggregate"
+
+    def options(self, ctx: TuneContext) -> list:
+        return ["sum", "lp:2", "max"]
+
+    def apply(self, kwargs: dict, value) -> None:
+        kwargs.setdefault("search_settings", {})["aggregate"] = value
+
+
+def split(data, held_out_fraction: float) -> tuple[CalibrationData, CalibrationData]:
+    """The first part of the samples to plan on, the rest held out."""
+    data = as_data(data)
+    n = data.num_samples
+    k = int(round(n * (1 - held_out_fraction)))
+    if not 0 < k < n:
+        raise UsageError(f"cannot hold out {held_out_fraction:.0%} of {n} samples; pass held_out data instead")
+    head, tail, seen = [], [], 0
+    for b in data:
+        m = b.size
+        cut = min(max(k - seen, 0), m)
+        if cut:
+            head.append(Batch(_slice(b.x, 0, cut), None if b.y is None else b.y[:cut]))
+        if cut < m:
+            tail.append(Batch(_slice(b.x, cut, m), None if b.y is None else b.y[cut:]))
+        seen += m
+    return CalibrationData(head), CalibrationData(tail)
+
+
+@dataclass
+class AutotuneResult:
+    """`best`: the winning knob values; `plan`: its plan; `trials`: one row per configuration tried,
+    with the held-out score it was chosen on (`held_out_<metric>`) and the calibration score."""
+
+    best: dict
+    plan: object
+    trials: pd.DataFrame
+    metric: str
+    settings: dict = field(default_factory=dict)
+
+
+def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction: float = 0.25,
+             knobs: list[str] | None = None, trials: int = 24, formats=None, search: str = "ilp",
+             hardware=None, metric: str | None = None, estimator_settings: dict | None = None,
+             seed: int = 0, storage: str | None = "memory", progress: bool | None = None) -> AutotuneResult:
+    """Try knob configurations (all of a small space; else `trials` by seeded TPE), plan on `data` with
+    each, measure each plan on `held_out` (default: the last `held_out_fraction` of `data`) and keep the
+    best. `metric`: what to measure (default cross_entropy with labels, else kl). `estimator_settings`
+    apply to every estimator that accepts them (e.g. {'max_probes': 32} for speed)."""
+    import optuna
+
+    from ..api import plan as make_plan
+    from ..api import sensitivity as estimate
+    from ..apply import quantized
+    from ..formats import DEFAULT_FORMATS, parse_choices
+    from ..objectives import default_objective, get_objective, measure
+
+    if held_out is None:
+        data, held_out = split(data, held_out_fraction)
+    data, held_out = as_data(data), as_data(held_out)
+    obj = get_objective(metric) if metric else default_objective(data)
+    if obj.needs_reference:
+        held_out = held_out.with_reference(model)
+    base_formats = [c.name for c in parse_choices(formats, DEFAULT_FORMATS)]
+    ctx = TuneContext(base_formats, data.labelled)
+    chosen = knobs if knobs is not None else knob_names()
+    unknown = [k for k in chosen if k not in _KNOBS]
+    if unknown:
+        raise UsageError(f"unknown knob(s) {unknown}; choose from {', '.join(knob_names())}")
+    space = {k: _KNOBS[k]().options(ctx) for k in chosen}
+    space = {k: v for k, v in space.items() if len(v) > 1}
+    if not space:
+        raise UsageError("no knob has more than one option here; nothing to tune")
+    sign = -1.0 if obj.higher_is_better else 1.0
+    extra = ["accuracy"] if held_out.labelled and obj.name != "accuracy" else []
+    sens_cache: dict[tuple, object] = {}
+    rows: list[dict] = []
+
+    def configure(values: dict) -> dict:
+        kwargs = {"formats": list(base_formats), "estimator": "hessian", "search": search,
+                  "objective": None, "search_settings": {}}
+        for k, v in values.items():
+            _KNOBS[k]().apply(kwargs, v)
+        return kwargs
+
+    def evaluate(values: dict) -> float:
+        t0 = time.perf_counter()
+        kw = configure(values)
+        key = (kw["estimator"], tuple(kw["formats"]), kw["objective"])
+        if key not in sens_cache:  # search-only knobs reuse the sensitivity table
+            sens_cache[key] = estimate(model, data, estimator=kw["estimator"], formats=kw["formats"],
+                                       objective=kw["objective"], seed=seed, **(estimator_settings or {}))
+        p = make_plan(model, data, budget, formats=kw["formats"], estimator=kw["estimator"], search=kw["search"],
+                      seed=seed, hardware=hardware, objective=kw["objective"], guard_uniform=False,
+                      search_settings=kw["search_settings"], sensitivity=sens_cache[key])
+        with quantized(model, p.assignments):
+            h = measure(model, held_out, [obj, *extra])
+            c = measure(model, data.with_reference(model) if obj.needs_reference else data, [obj])
+        rows.append({**values, f"held_out_{obj.name}": h[obj.name],
+                     **{f"held_out_{m}": h[m] for m in extra}, f"cal_{obj.name}": c[obj.name],
+                     "avg_bits": p.totals["avg_bits"], "bytes": p.totals["bytes"],
+                     "seconds": time.perf_counter() - t0, "plan": p})
+        return sign * h[obj.name]
+
+    grid = list(itertools.product(*space.values()))
+    exhaustive = len(grid) <= trials
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.GridSampler({k: list(v) for k, v in space.items()}, seed=seed) if exhaustive
+               else optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, trials)))
+    study = optuna.create_study(storage=None if storage == "memory" else storage, sampler=sampler,
+                                study_name=f"mpsearch-autotune-s{seed}-{time.time_ns()}")
+    if not exhaustive:
+        study.enqueue_trial({k: v[0] for k, v in space.items()})  # the default configuration first
+    bar = tqdm(total=len(grid) if exhaustive else trials, desc="autotune", unit="config", leave=False,
+               disable=None if progress is None else not progress)
+
+    def objective_fn(trial):
+        values = {k: trial.suggest_categorical(k, v) for k, v in space.items()}
+        bar.update(1)
+        return evaluate(values)
+
+    try:
+        study.optimize(objective_fn, n_trials=len(grid) if exhaustive else trials)
+    finally:
+        bar.close()
+    table = pd.DataFrame(rows)
+    best_i = (sign * table[f"held_out_{obj.name}"]).idxmin()
+    best = {k: table.loc[best_i, k] for k in space}
+    return AutotuneResult(best, table.loc[best_i, "plan"], table.drop(columns="plan"), obj.name,
+                          {"space": space, "exhaustive": exhaustive, "budget": str(budget)})

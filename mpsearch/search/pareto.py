@@ -1,0 +1,238 @@
+"""The whole trade-off curve: sweep one budget, plan at each point, measure, keep the non-dominated.
+
+One sensitivity table serves every point (`plan(..., sensitivity=...)`), and each ILP starts from
+the previous, cheaper point's plan (it fits every larger budget, so it is a valid warm start).
+Every uniform-precision plan is measured beside the sweep, and each sweep includes the budgets
+those uniform plans cost, so "does mixed precision beat uniform at equal cost?" has a direct answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..budget import COLUMNS, Budget, format_metric
+from ..errors import InfeasibleBudget, UsageError
+from ..plan import atomic_write_text
+
+UNITS = {"memory": ("bytes", "size (MB)", 1e-6), "bits": ("avg_bits", "average bits per weight", 1.0),
+         "latency": ("latency", "latency (ms)", 1e3), "energy": ("energy", "energy (mJ)", 1e3),
+         "bops": ("bops", "GBOPs per sample", 1e-9)}
+
+
+def non_dominated(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Mask of points no other point beats on both (≤ on both and < on one)."""
+    out = np.ones(len(cost), bool)
+    for i in range(len(cost)):
+        better = (cost <= cost[i]) & (loss <= loss[i]) & ((cost < cost[i]) | (loss < loss[i]))
+        out[i] = not better.any()
+    return out
+
+
+@dataclass
+class ParetoFront:
+    """`points`: one row per swept plan (kind 'plan') and per uniform plan (kind 'uniform'): the budget,
+    the plan's totals (`cost` in the swept metric), measured metrics (`cal_*` on calibration data,
+    `test_*` on held-out data when given), `front` (non-dominated among the plans) and the assignments."""
+
+    points: pd.DataFrame
+    metric: str
+    objective: str
+    settings: dict = field(default_factory=dict)
+    higher_is_better: bool = False
+
+    @property
+    def front(self) -> pd.DataFrame:
+        return self.points[(self.points.kind == "plan") & self.points.front].sort_values("cost")
+
+    def dominance(self, prefix: str = "cal") -> pd.DataFrame:
+        """Per uniform plan: the best front plan at equal or lower cost, and whether it is at least as good."""
+        col = f"{prefix}_{self.objective}"
+        rows = []
+        plans = self.points[self.points.kind == "plan"]
+        for u in self.points[self.points.kind == "uniform"].itertuples():
+            cheaper = plans[plans.cost <= u.cost * (1 + 1e-9)]
+            if not len(cheaper):
+                rows.append({"uniform": u.label, "cost": u.cost, col: getattr(u, col), "best_plan": None})
+                continue
+            sign = -1.0 if self.higher_is_better else 1.0
+            b = cheaper.loc[(sign * cheaper[col]).idxmin()]
+            mine, theirs = sign * b[col], sign * getattr(u, col)
+            rows.append({"uniform": u.label, "cost": u.cost, col: getattr(u, col), "plan_cost": b.cost,
+                         f"plan_{col}": b[col], "dominated": bool(mine <= theirs + 1e-12),
+                         "strictly": bool(mine < theirs - 1e-12)})
+        return pd.DataFrame(rows)
+
+    def table(self) -> pd.DataFrame:
+        cols = ["kind", "label", "budget", "cost", "avg_bits", "bytes"] + \
+            [c for c in self.points.columns if c.startswith(("cal_", "test_"))] + ["front"]
+        return self.points[[c for c in cols if c in self.points.columns]]
+
+    def save(self, out: str | Path) -> dict[str, Path]:
+        """Write `<out>.csv` (every point, assignments as JSON) and `<out>.png` (the plot), atomically."""
+        out = Path(out)
+        if out.suffix in (".csv", ".png"):
+            out = out.with_suffix("")
+        frame = self.points.assign(assignments=self.points.assignments.map(json.dumps))
+        csv = out.with_suffix(".csv")
+        atomic_write_text(csv, frame.to_csv(index=False))
+        png = out.with_suffix(".png")
+        self.plot(png)
+        return {"csv": csv, "png": png}
+
+    def plot(self, path: str | Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        _, label, mult = UNITS[self.metric]
+        if self.metric == "memory" and self.points.cost.max() < 1e6:
+            label, mult = "size (KB)", 1e-3
+        test = f"test_{self.objective}" in self.points.columns
+        panels = [("cal", "calibration data")] + ([("test", "held-out data")] if test else [])
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+        plans = self.points[self.points.kind == "plan"].sort_values("cost")
+        uni = self.points[self.points.kind == "uniform"]
+        for ax, (prefix, title) in zip(axes[0], panels):
+            col = f"{prefix}_{self.objective}"
+            ax.plot(plans.cost * mult, plans[col], "o", color="0.7", ms=4, label="swept plans")
+            fr = plans[plans.front]
+            ax.plot(fr.cost * mult, fr[col], "o-", color="C0", label="Pareto front (mixed)")
+            ax.plot(uni.cost * mult, uni[col], "s", color="C3", label="uniform precision")
+            for u in uni.itertuples():
+                ax.annotate(u.label.replace("uniform ", ""), (u.cost * mult, getattr(u, col)), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{self.objective} ({title})")
+            finite = pd.concat([plans[col], uni[col]]).replace([np.inf, -np.inf], np.nan).dropna()
+            if len(finite) and finite.max() > 20 * max(finite.min(), 1e-12):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=120)
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+
+def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[float]) -> list[float]:
+    vals = set(np.linspace(lo, hi, points).tolist()) | {v for v in extra if lo - 1e-9 <= v <= hi + 1e-9}
+    out: list[float] = []
+    for v in sorted(vals):
+        if not out or v > out[-1] * (1 + 1e-6) + 1e-12:
+            out.append(v)
+    return out
+
+
+def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
+                 formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
+                 sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
+                 test=None, guard_uniform: bool = False, seed: int = 0,
+                 progress: bool | None = None) -> ParetoFront:
+    """Plan at `points` budgets of `metric` from the cheapest achievable to the 16-bit model (plus each
+    uniform plan's cost, or exactly `budgets`), measure every plan on `data` (and `test`), and return
+    the front. The sensitivity is estimated once (or taken from `sensitivity`)."""
+    from .. import hardware_models
+    from ..api import plan as make_plan
+    from ..api import sensitivity as estimate
+    from ..apply import quantized
+    from ..data import as_data
+    from ..formats import DEFAULT_FORMATS, parse_choices
+    from ..model import sites
+    from ..objectives import default_objective, get_objective, measure
+
+    if metric not in COLUMNS:
+        raise UsageError(f"unknown metric {metric!r}; use one of {', '.join(COLUMNS)}")
+    data = as_data(data)
+    obj = get_objective(objective) if objective else default_objective(data)
+    site_list = sites(model, data.first_x)
+    choices = parse_choices(formats, DEFAULT_FORMATS)
+    hw = hardware_models.get(hardware)
+    costs = hardware_models.cost_table(site_list, choices, hw)
+    col = COLUMNS[metric]
+    if col not in costs.columns:
+        raise UsageError(f"a {metric} sweep needs a cost model that predicts {metric}; pass --hardware NAME")
+    ref = hardware_models.reference(model, site_list, hw)
+    if sensitivity is None:
+        sensitivity = estimate(model, data, estimator=estimator, formats=[c.name for c in choices],
+                               site_list=site_list, objective=obj, seed=seed, **(estimator_settings or {}))
+
+    def model_level(total: float) -> float:  # sum over sites -> the budget's unit
+        return total / ref.weights if metric == "bits" else total + ref.fixed.get(col, 0.0)
+
+    cheapest = model_level(float(costs.groupby("site")[col].min().sum()))
+    dearest = model_level(float(costs.groupby("site")[col].max().sum()))
+    uniform = {c.name: {s.name: c.name for s in site_list} for c in choices}
+    uni_cost = {n: model_level(float(costs[costs.format == n][col].sum())) for n in uniform}
+    values = [float(Budget.parse(b).value) if not isinstance(b, (int, float)) else float(b) for b in budgets] \
+        if budgets else _sweep_budgets(metric, cheapest, dearest, points, list(uni_cost.values()))
+
+    test = as_data(test) if test is not None else None
+    metrics = [obj.name] + (["accuracy"] if data.labelled and obj.name != "accuracy" else [])
+    if obj.needs_reference:
+        data = data.with_reference(model)
+        test = test.with_reference(model) if test is not None else None
+
+    def measured(assign: dict[str, str]) -> dict[str, float]:
+        with quantized(model, assign):
+            out = {f"cal_{k}": v for k, v in measure(model, data, metrics).items()}
+            if test is not None:
+                out |= {f"test_{k}": v for k, v in measure(model, test, metrics).items()}
+        return out
+
+    rows, prev = [], None
+    settings = dict(search_settings or {})
+    for v in tqdm(values, desc=f"pareto ({metric})", unit="budget", leave=False,
+                  disable=None if progress is None else not progress):
+        if search in ("ilp", "refine") and prev is not None:
+            settings["warm_start"] = prev
+        budget = Budget(metric, v * (1 + 1e-9))  # a hair over, so a uniform plan fits its own cost
+        try:
+            p = make_plan(model, data, budget, formats=[c.name for c in choices], search=search, seed=seed,
+                          hardware=hw, objective=obj, guard_uniform=guard_uniform, search_settings=settings,
+                          sensitivity=sensitivity)
+        except InfeasibleBudget as e:  # e.g. another budget or a solver time limit: the point is missing
+            rows.append({"kind": "plan", "label": f"failed: {e}", "budget": v})
+            continue
+        prev = p.assignments
+        cost = p.totals["avg_bits"] if metric == "bits" else p.totals[col]
+        rows.append({"kind": "plan", "label": format_metric(metric, v), "budget": v, "cost": cost,
+                     "avg_bits": p.totals["avg_bits"], "bytes": p.totals["bytes"],
+                     "predicted": p.totals.get("omega"), **measured(p.assignments), "assignments": p.assignments})
+    for name, assign in uniform.items():
+        tot = costs[costs.format == name]
+        rows.append({"kind": "uniform", "label": f"uniform {name}", "budget": math.nan, "cost": uni_cost[name],
+                     "avg_bits": float(tot.bits.sum()) / ref.weights,
+                     "bytes": float(tot.bytes.sum()) + ref.fixed["bytes"], **measured(assign), "assignments": assign})
+    frame = pd.DataFrame(rows)
+    frame = frame[frame.cost.notna()]
+    # budgets between two plans' costs repeat the cheaper plan: keep each plan once, at its lowest budget
+    key_ = frame.assignments.map(lambda a: tuple(sorted(a.items())))
+    frame = frame[~(key_.duplicated() & (frame.kind == "plan"))].reset_index(drop=True)
+    plans = frame.kind == "plan"
+    key = f"cal_{obj.name}"
+    sign = -1.0 if obj.higher_is_better else 1.0
+    frame["front"] = False
+    frame.loc[plans, "front"] = non_dominated(frame.loc[plans, "cost"].to_numpy(),
+                                              sign * frame.loc[plans, key].to_numpy())
+    return ParetoFront(frame, metric, obj.name, {"estimator": sensitivity.estimator, "search": search,
+                                                 "formats": [c.name for c in choices], "seed": seed},
+                       obj.higher_is_better)

@@ -1,0 +1,59 @@
+"""Autotuning picks the configuration that measures best on held-out data; knobs come from registries."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpsearch.search.autotune import FormatVariantKnob, TuneContext, autotune, knob_names, split
+from mpsearch.sensitivity import _base as sens_base
+from mpsearch.sensitivity.hessian import HessianTrace
+
+FAST = {"max_probes": 12}
+
+
+def test_exhaustive_autotune_keeps_the_best_held_out_configuration(mlp):
+    formats = ["int2", "int3", "int4", "int8"]
+    n_space = len(FormatVariantKnob().options(TuneContext(formats, True))) * 3  # x {sum, lp:2, max}
+    r = autotune(mlp.model, mlp.calibration, "3.5bits", formats=formats,
+                 knobs=["format_variant", "aggregate"], estimator_settings=FAST, trials=n_space)
+    assert r.settings["exhaustive"]
+    space = r.settings["space"]
+    assert len(r.trials) == len(space["format_variant"]) * len(space["aggregate"])
+    assert not r.trials.duplicated(["format_variant", "aggregate"]).any()
+    held = r.trials["held_out_cross_entropy"]
+    best_row = r.trials.loc[held.idxmin()]
+    assert r.best == {k: best_row[k] for k in space}
+    default = r.trials[(r.trials["format_variant"] == "") & (r.trials["aggregate"] == "sum")].iloc[0]
+    assert held.min() <= default["held_out_cross_entropy"]
+    assert r.plan.totals["avg_bits"] <= 3.5 + 1e-9
+
+
+def test_tpe_autotune_is_reproducible(mlp):
+    runs = [autotune(mlp.model, mlp.calibration, "3.5bits", formats=["int2", "int3", "int4", "int8"],
+                     knobs=["format_variant", "aggregate", "sensitivity_loss"], estimator_settings=FAST,
+                     trials=5, seed=1) for _ in range(2)]
+    assert not runs[0].settings["exhaustive"] and len(runs[0].trials) == 5
+    cols = ["format_variant", "aggregate", "sensitivity_loss", "held_out_cross_entropy"]
+    assert runs[0].trials[cols].equals(runs[1].trials[cols])
+
+
+def test_knob_options_come_from_the_registries(monkeypatch):
+    opts = FormatVariantKnob().options(TuneContext(["int2", "int4", "bf16"], True))
+    assert opts[0] == "" and {"_pt", "_g128"} <= set(opts)
+
+    class Other(HessianTrace):
+        name = "other-estimator"
+
+    monkeypatch.setitem(sens_base._REGISTRY, "other-estimator", Other)
+    from mpsearch.search.autotune import EstimatorKnob
+
+    assert {"hessian", "other-estimator"} <= set(EstimatorKnob().options(TuneContext(["int4"], True)))
+    assert {"estimator", "format_variant", "sensitivity_loss", "aggregate"} <= set(knob_names())
+
+
+def test_split_holds_out_the_tail(mlp):
+    head, tail = split(mlp.calibration, 0.25)
+    assert (head.num_samples, tail.num_samples) == (192, 64)
+    assert bool((tail.batches[-1].y == mlp.calibration["y"][-len(tail.batches[-1].y):]).all())
+    with pytest.raises(Exception, match="cannot hold out"):
+        split(mlp.calibration, 1.0)
