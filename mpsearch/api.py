@@ -19,14 +19,19 @@ from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
 from .sensitivity import SensitivityTable, get_estimator
+from .sensitivity import cache as sensitivity_cache
 
 log = logging.getLogger("mpsearch")
 
 
 def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=None,
                 site_list: list[Site] | None = None, objective: str | Objective | None = None, seed: int = 0,
-                **settings) -> SensitivityTable:
-    """Ω(site, format) with error bars from the named estimator."""
+                cache: bool = True, **settings) -> SensitivityTable:
+    """Ω(site, format) with error bars from the named estimator (`**settings` go to the estimator).
+
+    Estimators: hessian (auto: exact Gauss-Newton or Hutchinson), fisher, taylor, output, measured.
+    The table is cached on disk ($MPSEARCH_CACHE or ~/.cache/mpsearch) unless `cache=False`.
+    """
     model.eval()
     data = as_data(data)
     if site_list is None:
@@ -36,7 +41,8 @@ def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=N
     if obj.needs_reference:
         data = data.with_reference(model)
     choices = parse_choices(formats, DEFAULT_FORMATS)
-    return get_estimator(estimator, **settings).estimate(model, site_list, choices, data, obj, seed=seed)
+    return sensitivity_cache.estimate(get_estimator(estimator, **settings), model, site_list, choices, data, obj,
+                                      seed=seed, use_cache=cache)
 
 
 def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
@@ -105,10 +111,11 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          estimator: str = "hessian", search: str = "ilp", seed: int = 0, hardware=None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
-         sensitivity: SensitivityTable | None = None) -> Plan:
+         sensitivity: SensitivityTable | None = None, cache: bool = True) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
-    `sensitivity`: a table from `mpsearch.sensitivity(...)` to reuse across budgets.
+    `sensitivity`: a table from `mpsearch.sensitivity(...)` to reuse across budgets; without it the
+    estimate is cached on disk (`cache=False` skips that), so the next plan with another budget reuses it.
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
     `4.5bits`, `30%`, `latency=2ms` (with `hardware`), or a list of those; `formats`: candidate
     choices (default int2-int8 per channel and bf16). With data, the result is measured against
@@ -130,8 +137,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     choices = parse_choices(formats, DEFAULT_FORMATS)
     hw = hardware_models.get(hardware)
     if sensitivity is None:
-        sens = get_estimator(estimator, **(estimator_settings or {})).estimate(
-            model, site_list, choices, data, obj, seed=seed)
+        sens = sensitivity_cache.estimate(get_estimator(estimator, **(estimator_settings or {})), model,
+                                          site_list, choices, data, obj, seed=seed, use_cache=cache)
     else:  # one measurement, many budgets
         sens = sensitivity
         have = set(sens.frame.format)

@@ -9,6 +9,7 @@ from ..data import as_data
 from ..errors import UsageError
 from ..examples import EXAMPLES, load_example
 from ..loading import LoadedModel, load_model
+from ..sensitivity import zeroq
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -21,7 +22,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}")
+    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}; or zeroq[:CxHxW] "
+                   "for data-free distilled inputs (models with BatchNorm)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for calibration passes")
 
 
@@ -42,7 +44,10 @@ class Inputs:
         self.model = self.loaded.module
         data = getattr(args, "data", None)
         bs = getattr(args, "batch_size", 256)
-        if data:
+        self.zeroq = zeroq.is_zeroq(data)
+        if self.zeroq:
+            self.data = zeroq.from_spec(self.model, data, self.example.calibration["x"] if self.example else None, bs)
+        elif data:
             self.data = as_data(data, bs)
         elif self.example is not None:
             self.data = as_data(self.example.calibration, bs)
