@@ -64,6 +64,7 @@ class SiteTap:
         self.inp: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
         self.calls = 0
+        self.batch = 0  # samples in the current forward
         self.muted = False  # set while the estimator itself calls the module
         self._rows: torch.Tensor | None = None
 
@@ -74,15 +75,20 @@ class SiteTap:
         self.calls += 1
         if self.calls > 1:
             raise Unsupported(f"module of site {self.site.name!r} runs more than once per forward")
-        self.inp = inputs[0].detach()
+        inp = inputs[0].detach()
+        if self.batch > 1 and output.shape[0] == 1 and inp.shape[0] == 1:
+            # shared across the batch and broadcast downstream (BERT's position ids): give each sample its copy
+            inp, output = inp.expand(self.batch, *inp.shape[1:]), output.expand(self.batch, *output.shape[1:])
+        self.inp = inp
         self._rows = None
         self.out = output
         # downstream in-place ops (ReLU(inplace=True)) must not rewrite the tensor we take δ at
         return output.clone()
 
-    def reset(self) -> None:
+    def reset(self, batch: int = 0) -> None:
         self.inp = self.out = self._rows = None
         self.calls = 0
+        self.batch = batch
 
     # ---- layout ----------------------------------------------------------------------------------
     def rows(self) -> torch.Tensor:
@@ -205,9 +211,10 @@ class Taps:
         for t in self.taps:
             t.reset()
 
-    def reset(self) -> None:
+    def reset(self, batch: int = 0) -> None:
+        """Forget the last forward; `batch` is the number of samples in the next one."""
         for t in self.taps:
-            t.reset()
+            t.reset(batch)
 
     def check(self) -> None:
         missing = [t.site.name for t in self.taps if t.out is None]

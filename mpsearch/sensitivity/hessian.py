@@ -218,7 +218,7 @@ def ggn_traces(
     try:
         with Taps(model, sites) as taps, torch.enable_grad():
             for b in data:
-                taps.reset()
+                taps.reset(b.size)
                 out = primary_output(call_model(model, b.x))
                 taps.check()
                 curv = curv_cls(out, b.size / n, max_exact=max_exact)

@@ -92,7 +92,7 @@ class _GradientEstimator(Estimator):
                 dw = [[c.weight.quantize(t.module.weight.detach()) - t.module.weight.detach() for c in choices]
                       for t in taps.taps]
                 for b in sub:
-                    taps.reset()
+                    taps.reset(b.size)
                     out = primary_output(call_model(model, b.x))
                     taps.check()
                     if fisher == "gradient":
