@@ -5,8 +5,9 @@ Two ways to get the per-site block traces Tr(H_ll), chosen by `method`:
 * ``ggn`` — the Gauss-Newton block trace Σ_x Σ_c ‖J_xᵀu_c‖² from per-sample gradient norms (one
   backward per output column; see `_curvature`). It equals the Hessian block trace exactly when the
   objective's residual vanishes (label-free KL/MSE at the FP point) or when the network is piecewise
-  linear in each weight (ReLU CNNs with eval BatchNorm; checked by `_structure`). With ≤ 64 outputs
-  per sample it is exact (no probe noise); otherwise output-space Rademacher probes, stopped at `tol`.
+  linear in each weight (ReLU CNNs with eval BatchNorm; checked by `_structure`). With ≤ `max_exact`
+  outputs per sample it is exact (no probe noise); otherwise output-space Rademacher probes (one
+  backward each, no cross-block noise), stopped when every site is under `tol`.
 * ``hutchinson`` — Tr(H_ll) ≈ mean_v v_lᵀ(Hv)_l over Rademacher probes, Hessian-vector products
   forward-over-reverse with `torch.func` (double backward as fallback), `probe_batch` probes per
   vmapped call. Probing is adaptive: a site leaves the probe set once its relative standard error is
@@ -292,6 +293,8 @@ class _FrozenExcept:
 @register_estimator("hessian", "hutchinson")
 class HessianTrace(Estimator):
     """Settings: method (auto|ggn|hutchinson), tol (0.05), min_probes, max_probes, max_samples (512),
+    max_exact (8: up to this many output columns per sample the GGN is exact, costing at most twice
+    the minimal sampled run of 4 probes; more columns are sampled),
     probe_batch (4), hvp (auto|func|double), adaptive (True)."""
 
     name = "hessian"
@@ -318,7 +321,8 @@ class HessianTrace(Estimator):
                 else:
                     try:
                         tr, se, dse, n = ggn_traces(model, sites, sub, objective, tol=tol, max_probes=max_probes,
-                                                    seed=seed, progress=st.get("progress"))
+                                                    max_exact=int(st.get("max_exact", 8)), seed=seed,
+                                                    progress=st.get("progress"))
                         used = "ggn"
                     except Unsupported as e:
                         if method == "ggn":

@@ -75,7 +75,7 @@ class _GradientEstimator(Estimator):
     def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
                  seed: int = 0) -> SensitivityTable:
         max_samples = int(self.settings.get("max_samples", 512))
-        probes = int(self.settings.get("probes", 16))
+        probes = int(self.settings.get("probes", 4))
         sub = data.take(max_samples)
         fisher = self._fisher_mode(objective) if self.name != "taylor" else "gradient"
         n = sub.num_samples
@@ -149,7 +149,7 @@ class _GradientEstimator(Estimator):
 @register_estimator("fisher", "taylor2")
 class FisherTaylor(_GradientEstimator):
     """Ω = ½ Σ F_ii ΔW_i² (+ output-side activation term). Settings: fisher (auto|empirical|true),
-    probes (16, output probes when the true Fisher has too many columns), max_samples (512)."""
+    probes (4, output probes when the true Fisher has too many columns), max_samples (512)."""
 
     name = "fisher"
     needs = ("weight2", "act2")
