@@ -41,8 +41,8 @@ def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=N
     if obj.needs_reference:
         data = data.with_reference(model)
     choices = parse_choices(formats, DEFAULT_FORMATS)
-    return sensitivity_cache.estimate(get_estimator(estimator, **settings), model, site_list, choices, data, obj,
-                                      seed=seed, use_cache=cache)
+    est = get_estimator(estimator, **settings)
+    return sensitivity_cache.estimate(est, model, site_list, choices, data, obj, seed=seed, use_cache=cache)
 
 
 def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,

@@ -8,8 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import MpsearchError
-from . import apply_cmd, eval_cmd, plan_cmd, sites_cmd  # noqa: F401  (register the verbs)
-from . import sensitivity_cmd  # noqa: F401
+from . import apply_cmd, eval_cmd, plan_cmd, sensitivity_cmd, sites_cmd  # noqa: F401  (register the verbs)
 from ._registry import COMMANDS
 
 

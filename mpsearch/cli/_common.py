@@ -22,8 +22,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}; or zeroq[:CxHxW] "
-                   "for data-free distilled inputs (models with BatchNorm)")
+    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}; "
+                   "or zeroq[:CxHxW] for data-free distilled inputs (models with BatchNorm)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for calibration passes")
 
 
@@ -46,7 +46,8 @@ class Inputs:
         bs = getattr(args, "batch_size", 256)
         self.zeroq = zeroq.is_zeroq(data)
         if self.zeroq:
-            self.data = zeroq.from_spec(self.model, data, self.example.calibration["x"] if self.example else None, bs)
+            shape_from = self.example.calibration["x"] if self.example else None
+            self.data = zeroq.from_spec(self.model, data, shape_from, bs)
         elif data:
             self.data = as_data(data, bs)
         elif self.example is not None:

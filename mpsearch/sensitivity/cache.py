@@ -40,13 +40,26 @@ def _code_hash(est: Estimator) -> str:
     return hashlib.sha256(src).hexdigest()[:16]
 
 
-def cache_key(model: nn.Module, data: CalibrationData, est: Estimator, objective, sites: list[Site],
-              choices: list[Choice], seed: int) -> str:
+def cache_key(
+    model: nn.Module,
+    data: CalibrationData,
+    est: Estimator,
+    objective,
+    sites: list[Site],
+    choices: list[Choice],
+    seed: int,
+) -> str:
     parts = {
-        "version": __version__, "code": _code_hash(est), "model": fingerprint(model), "data": data.digest(),
-        "estimator": est.name, "objective": getattr(objective, "name", str(objective)), "seed": seed,
+        "version": __version__,
+        "code": _code_hash(est),
+        "model": fingerprint(model),
+        "data": data.digest(),
+        "estimator": est.name,
+        "objective": getattr(objective, "name", str(objective)),
+        "seed": seed,
         "settings": {k: v for k, v in sorted(est.settings.items()) if k not in _VOLATILE},
-        "choices": [c.name for c in choices], "sites": [s.name for s in sites],
+        "choices": [c.name for c in choices],
+        "sites": [s.name for s in sites],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -66,8 +79,16 @@ def store(key: str, table: SensitivityTable) -> None:
         log.warning("could not write the sensitivity cache (%s); set MPSEARCH_CACHE to a writable folder", e)
 
 
-def estimate(est: Estimator, model: nn.Module, sites: list[Site], choices: list[Choice], data: CalibrationData,
-             objective, seed: int = 0, use_cache: bool = True) -> SensitivityTable:
+def estimate(
+    est: Estimator,
+    model: nn.Module,
+    sites: list[Site],
+    choices: list[Choice],
+    data: CalibrationData,
+    objective,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> SensitivityTable:
     """`est.estimate(...)`, served from the cache when the same inputs were estimated before."""
     if not use_cache:
         return est.estimate(model, sites, choices, data, objective, seed=seed)

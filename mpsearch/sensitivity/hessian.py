@@ -76,11 +76,13 @@ class _Welford:
 
 
 def _bar(total: int, desc: str, progress):
-    return tqdm(total=total, desc=desc, unit="probe", leave=False,
-                disable=None if progress is None else not progress)  # None: only on a terminal
+    return tqdm(
+        total=total, desc=desc, unit="probe", leave=False, disable=None if progress is None else not progress
+    )  # None: only on a terminal
 
 
 # ---- Hessian-vector products ---------------------------------------------------------------------------
+
 
 def _func_hvp(model: nn.Module, names: list[str], params: list[torch.Tensor], loss_of):
     """Forward-over-reverse HVPs of `loss_of()` with torch.func, vmapped over a leading probe dim."""
@@ -89,7 +91,9 @@ def _func_hvp(model: nn.Module, names: list[str], params: list[torch.Tensor], lo
     primals = tuple(p.detach() for p in params)
 
     def loss(*ps):
-        return loss_of(lambda x: functional_call(model, dict(zip(names, ps)), _args(x), _kwargs(x)))
+        return loss_of(
+            lambda x: functional_call(model, dict(zip(names, ps, strict=False)), _args(x), _kwargs(x))
+        )
 
     g = grad(loss, argnums=tuple(range(len(primals))))
 
@@ -106,12 +110,17 @@ def _double_backward_hvp(params: list[torch.Tensor], loss_of):
 
     def hvp(vs):
         try:
-            return list(torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True,
-                                            is_grads_batched=vs[0].shape[0] > 1))
+            return list(
+                torch.autograd.grad(
+                    grads, params, grad_outputs=vs, retain_graph=True, is_grads_batched=vs[0].shape[0] > 1
+                )
+            )
         except RuntimeError:  # an op without a batching rule: one probe at a time
-            outs = [torch.autograd.grad(grads, params, grad_outputs=[v[i] for v in vs], retain_graph=True)
-                    for i in range(vs[0].shape[0])]
-            return [torch.stack(t) for t in zip(*outs)]
+            outs = [
+                torch.autograd.grad(grads, params, grad_outputs=[v[i] for v in vs], retain_graph=True)
+                for i in range(vs[0].shape[0])
+            ]
+            return [torch.stack(t) for t in zip(*outs, strict=False)]
 
     return hvp
 
@@ -164,21 +173,23 @@ def hutchinson_traces(
         while used < max_probes and bool(active.any()):
             k = min(probe_batch, max_probes - used)
             vs = []
-            for p, on in zip(params, active.tolist()):
+            for p, on in zip(params, active.tolist(), strict=False):
                 if on:
                     v = torch.randint(0, 2, (k, *p.shape), generator=gen, dtype=torch.int8) * 2 - 1
                     vs.append(v.to(p.device, p.dtype))
                 else:  # converged blocks get no probe: their cross-block noise leaves the others
                     vs.append(torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device))
             hv = engine(vs)
-            vals = torch.stack([(v * h).reshape(k, -1).sum(1).double().cpu() for v, h in zip(vs, hv)], 1)
+            vals = torch.stack(
+                [(v * h).reshape(k, -1).sum(1).double().cpu() for v, h in zip(vs, hv, strict=False)], 1
+            )
             for row in vals:
                 stats.add(row, active)
             used += k
             bar.update(k)
             if used >= min_probes and adaptive:
                 active &= ~((stats.rel() <= tol) & (stats.n >= min_probes))
-            elif used >= min_probes and bool(((stats.rel() <= tol)).all()):
+            elif used >= min_probes and bool((stats.rel() <= tol).all()):
                 break
     finally:
         bar.close()
@@ -186,6 +197,7 @@ def hutchinson_traces(
 
 
 # ---- Gauss-Newton traces from per-sample gradient norms ----------------------------------------------
+
 
 def ggn_traces(
     model: nn.Module,
@@ -227,7 +239,9 @@ def ggn_traces(
                     acc = torch.zeros(k, b.size, dtype=torch.float64)
                     for c in range(curv.exact_columns):
                         ds = taps.deltas(out, curv.column(c))
-                        acc += torch.stack([t.sq_norms(d).double().cpu() for t, d in zip(taps.taps, ds)])
+                        acc += torch.stack(
+                            [t.sq_norms(d).double().cpu() for t, d in zip(taps.taps, ds, strict=False)]
+                        )
                     probes = max(probes, curv.exact_columns)
                     per_sample.append(acc)
                     trace += acc.sum(1)
@@ -236,7 +250,9 @@ def ggn_traces(
                     psum = torch.zeros(k, b.size, dtype=torch.float64)
                     for r in range(max_probes):
                         ds = taps.deltas(out, curv.sample(gen))
-                        vals = torch.stack([t.sq_norms(d).double().cpu() for t, d in zip(taps.taps, ds)])
+                        vals = torch.stack(
+                            [t.sq_norms(d).double().cpu() for t, d in zip(taps.taps, ds, strict=False)]
+                        )
                         psum += vals
                         stats.add(vals.sum(1))
                         if r + 1 >= min_probes and bool((stats.rel() <= tol).all()):
@@ -255,6 +271,7 @@ def ggn_traces(
 
 
 # ---- the estimator ---------------------------------------------------------------------------------------
+
 
 def ggn_is_exact(model: nn.Module, data: CalibrationData, objective) -> tuple[bool, str]:
     """Whether the GGN block traces equal the Hessian block traces here, and why (or why not)."""
@@ -299,8 +316,9 @@ class HessianTrace(Estimator):
 
     name = "hessian"
 
-    def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
-                 seed: int = 0) -> SensitivityTable:
+    def estimate(
+        self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
+    ) -> SensitivityTable:
         st = self.settings
         tol = float(st.get("tol", 0.05))
         max_samples = int(st.get("max_samples", 512))
@@ -320,33 +338,68 @@ class HessianTrace(Estimator):
                     used = "hutchinson"
                 else:
                     try:
-                        tr, se, dse, n = ggn_traces(model, sites, sub, objective, tol=tol, max_probes=max_probes,
-                                                    max_exact=int(st.get("max_exact", 8)), seed=seed,
-                                                    progress=st.get("progress"))
+                        tr, se, dse, n = ggn_traces(
+                            model,
+                            sites,
+                            sub,
+                            objective,
+                            tol=tol,
+                            max_probes=max_probes,
+                            max_exact=int(st.get("max_exact", 8)),
+                            seed=seed,
+                            progress=st.get("progress"),
+                        )
                         used = "ggn"
                     except Unsupported as e:
                         if method == "ggn":
-                            raise UsageError(f"the GGN trace is not available here ({e}); "
-                                             "use method='hutchinson'") from e
+                            raise UsageError(
+                                f"the GGN trace is not available here ({e}); use method='hutchinson'"
+                            ) from e
                         used, why = "hutchinson", str(e)
             if used == "hutchinson":
                 tr, se, n = hutchinson_traces(
-                    model, params, lambda call: data_loss(model, sub, objective, call), names=[s.param for s in sites],
-                    tol=tol, min_probes=int(st.get("min_probes", 8)), max_probes=max_probes,
-                    probe_batch=int(st.get("probe_batch", 4)), adaptive=bool(st.get("adaptive", True)),
-                    hvp=st.get("hvp", "auto"), seed=seed, progress=st.get("progress"))
+                    model,
+                    params,
+                    lambda call: data_loss(model, sub, objective, call),
+                    names=[s.param for s in sites],
+                    tol=tol,
+                    min_probes=int(st.get("min_probes", 8)),
+                    max_probes=max_probes,
+                    probe_batch=int(st.get("probe_batch", 4)),
+                    adaptive=bool(st.get("adaptive", True)),
+                    hvp=st.get("hvp", "auto"),
+                    seed=seed,
+                    progress=st.get("progress"),
+                )
                 dse = torch.full_like(tr, float("nan"))
         seconds = time.perf_counter() - t0
-        info = pd.DataFrame({
-            "site": [s.name for s in sites], "params": [s.numel for s in sites],
-            "trace": tr.numpy(), "trace_se": se.numpy(), "trace_data_se": dse.numpy(), "probes": n.numpy(),
-        })
+        info = pd.DataFrame(
+            {
+                "site": [s.name for s in sites],
+                "params": [s.numel for s in sites],
+                "trace": tr.numpy(),
+                "trace_se": se.numpy(),
+                "trace_data_se": dse.numpy(),
+                "probes": n.numpy(),
+            }
+        )
         dw = weight_perturbation(model, sites, choices).merge(info[["site", "params", "trace", "trace_se"]])
         # A negative trace is noise or a non-convex direction at a non-minimum; HAWQ's Ω assumes ≥ 0.
         dw["omega"] = dw.trace.clip(lower=0) / dw.params * dw.dw2
         dw["omega_se"] = dw.trace_se / dw.params * dw.dw2
         frame = dw[["site", "format", "omega", "omega_se"]].reset_index(drop=True)
-        return SensitivityTable(frame, self.name, {
-            "method": used, "why": why, "tol": tol, "max_samples": max_samples, "max_probes": max_probes,
-            "seed": seed, "objective": objective.name, "seconds": round(seconds, 4)}, info)
-
+        return SensitivityTable(
+            frame,
+            self.name,
+            {
+                "method": used,
+                "why": why,
+                "tol": tol,
+                "max_samples": max_samples,
+                "max_probes": max_probes,
+                "seed": seed,
+                "objective": objective.name,
+                "seconds": round(seconds, 4),
+            },
+            info,
+        )

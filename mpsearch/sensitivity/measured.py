@@ -31,8 +31,10 @@ def site_quantized(model: nn.Module, site: Site, choice: Choice):
     if choice.act is not None:
         found = _module_sites(model).get(site.param)
         if found is None:
-            raise UsageError(f"activation choice {choice.name!r} needs site {site.name!r} to be a module; "
-                             "load the model as an nn.Module (not a .pt2 graph)")
+            raise UsageError(
+                f"activation choice {choice.name!r} needs site {site.name!r} to be a module; "
+                "load the model as an nn.Module (not a .pt2 graph)"
+            )
         act = choice.act
 
         def pre(module, args):
@@ -53,8 +55,13 @@ def micro_batches(data: CalibrationData, size: int) -> CalibrationData:
     for b in data:
         for i in range(0, b.size, size):
             j = min(b.size, i + size)
-            out.append(Batch(_slice(b.x, i, j), None if b.y is None else b.y[i:j],
-                             None if b.ref is None else b.ref[i:j]))
+            out.append(
+                Batch(
+                    _slice(b.x, i, j),
+                    None if b.y is None else b.y[i:j],
+                    None if b.ref is None else b.ref[i:j],
+                )
+            )
     return CalibrationData(out)
 
 
@@ -68,8 +75,9 @@ class Measured(Estimator):
 
     name = "measured"
 
-    def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
-                 seed: int = 0) -> SensitivityTable:
+    def estimate(
+        self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
+    ) -> SensitivityTable:
         max_samples = int(self.settings.get("max_samples", 512))
         micro = int(self.settings.get("micro_batch", 32))
         sub = micro_batches(data.take(max_samples), micro)
@@ -79,8 +87,13 @@ class Measured(Estimator):
         sign = -1.0 if objective.higher_is_better else 1.0
         fp = _per_batch(model, parts, objective)
         rows = []
-        bar = tqdm(total=len(sites) * len(choices), desc="measured sensitivity", unit="eval", leave=False,
-                   disable=None if self.settings.get("progress") is None else not self.settings["progress"])
+        bar = tqdm(
+            total=len(sites) * len(choices),
+            desc="measured sensitivity",
+            unit="eval",
+            leave=False,
+            disable=None if self.settings.get("progress") is None else not self.settings["progress"],
+        )
         try:
             for s in sites:
                 for c in choices:
@@ -88,10 +101,13 @@ class Measured(Estimator):
                         d = sign * (_per_batch(model, parts, objective) - fp)
                     om = float((w * d).sum())
                     # weighted standard error of the mean of per-micro-batch differences
-                    se = float(((w ** 2 * (d - om) ** 2).sum() * len(d) / max(len(d) - 1, 1)).sqrt())
+                    se = float(((w**2 * (d - om) ** 2).sum() * len(d) / max(len(d) - 1, 1)).sqrt())
                     rows.append({"site": s.name, "format": c.name, "omega": om, "omega_se": se})
                     bar.update(1)
         finally:
             bar.close()
-        return SensitivityTable(pd.DataFrame(rows), self.name, {
-            "objective": objective.name, "max_samples": max_samples, "micro_batch": micro, "seed": seed})
+        return SensitivityTable(
+            pd.DataFrame(rows),
+            self.name,
+            {"objective": objective.name, "max_samples": max_samples, "micro_batch": micro, "seed": seed},
+        )

@@ -72,8 +72,9 @@ class _GradientEstimator(Estimator):
     def _combine(self, parts: dict[str, torch.Tensor], choices: list[Choice]) -> torch.Tensor:
         raise NotImplementedError
 
-    def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
-                 seed: int = 0) -> SensitivityTable:
+    def estimate(
+        self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
+    ) -> SensitivityTable:
         max_samples = int(self.settings.get("max_samples", 512))
         probes = int(self.settings.get("probes", 4))
         sub = data.take(max_samples)
@@ -89,46 +90,69 @@ class _GradientEstimator(Estimator):
             for p in params:
                 p.requires_grad_(True)
             with Taps(model, sites) as taps, torch.enable_grad():
-                dw = [[c.weight.quantize(t.module.weight.detach()) - t.module.weight.detach() for c in choices]
-                      for t in taps.taps]
+                dw = [
+                    [c.weight.quantize(t.module.weight.detach()) - t.module.weight.detach() for c in choices]
+                    for t in taps.taps
+                ]
                 for b in sub:
                     taps.reset(b.size)
                     out = primary_output(call_model(model, b.x))
                     taps.check()
                     if fisher == "gradient":
-                        g = torch.autograd.grad(objective.batch(out, b) * (b.size / n), out, retain_graph=True)[0]
+                        g = torch.autograd.grad(
+                            objective.batch(out, b) * (b.size / n), out, retain_graph=True
+                        )[0]
                         cols = [(g, 1.0)]
                     else:
                         cols = _columns(objective, out, b, b.size / n, n, fisher, gen, probes)
                     samples.append(self._batch(taps, cols, dw, choices, out))
                     del out
         except Unsupported as e:
-            raise UsageError(f"estimator {self.name!r} needs per-sample gradients, which this model's sites "
-                             f"do not give ({e}); use --estimator hessian or measured") from e
+            raise UsageError(
+                f"estimator {self.name!r} needs per-sample gradients, which this model's sites "
+                f"do not give ({e}); use --estimator hessian or measured"
+            ) from e
         finally:
-            for p, f in zip(params, flags):
+            for p, f in zip(params, flags, strict=False):
                 p.requires_grad_(f)
             model.train(was)
         per = torch.cat(samples, 1)  # (sites, samples, choices): each sample's share of Ω
-        return table_from_samples(self.name, sites, choices, per, self._reduce, {
-            "objective": objective.name, "fisher": fisher, "max_samples": max_samples, "seed": seed,
-            **({"probes": probes} if fisher == "true" else {})})
+        return table_from_samples(
+            self.name,
+            sites,
+            choices,
+            per,
+            self._reduce,
+            {
+                "objective": objective.name,
+                "fisher": fisher,
+                "max_samples": max_samples,
+                "seed": seed,
+                **({"probes": probes} if fisher == "true" else {}),
+            },
+        )
 
     def _batch(self, taps: Taps, cols, dw, choices, out) -> torch.Tensor:
-        parts = {k: torch.zeros(len(taps.taps), out.shape[0], len(choices), dtype=torch.float64)
-                 for k in self.needs}
+        parts = {
+            k: torch.zeros(len(taps.taps), out.shape[0], len(choices), dtype=torch.float64)
+            for k in self.needs
+        }
         diffs = {}
         if "out1" in self.needs or "out2" in self.needs or "act2" in self.needs:
             for i, t in enumerate(taps.taps):
                 y = t.out.detach().float()
                 if "act2" in self.needs:
-                    diffs[i] = [None if c.act is None or t.kind == "embedding" else
-                                (_quantized_output(t, c, weight_only=True).float() - y) for c in choices]
+                    diffs[i] = [
+                        None
+                        if c.act is None or t.kind == "embedding"
+                        else (_quantized_output(t, c, weight_only=True).float() - y)
+                        for c in choices
+                    ]
                 else:
                     diffs[i] = [_quantized_output(t, c).float() - y for c in choices]
         for u, wgt in cols:
             ds = taps.deltas(out, u)
-            for i, (t, d) in enumerate(zip(taps.taps, ds)):
+            for i, (t, d) in enumerate(zip(taps.taps, ds, strict=False)):
                 if "weight2" in self.needs:
                     sq = t.contract(d, [x.pow(2) for x in dw[i]], power=2)
                     parts["weight2"][i] += wgt * sq.double().cpu()
@@ -137,8 +161,9 @@ class _GradientEstimator(Estimator):
                         dd = d.float().pow(power)
                         for j, df in enumerate(diffs[i]):
                             if df is not None:
-                                parts[key][i, :, j] += wgt * (dd * df.pow(power)).reshape(dd.shape[0], -1).sum(1) \
-                                    .double().cpu()
+                                parts[key][i, :, j] += (
+                                    wgt * (dd * df.pow(power)).reshape(dd.shape[0], -1).sum(1).double().cpu()
+                                )
         return self._combine(parts, choices)
 
     @staticmethod
@@ -182,4 +207,3 @@ class FirstOrderTaylor(_GradientEstimator):
     @staticmethod
     def _reduce(per):
         return per.sum(1).abs()
-

@@ -18,14 +18,28 @@ from ..errors import DataError
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def distill(model: nn.Module, input_shape: tuple[int, ...], *, num_samples: int = 128, steps: int = 300,
-            lr: float = 0.2, batch_size: int = 256, seed: int = 0, progress: bool | None = None) -> CalibrationData:
+def distill(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    num_samples: int = 128,
+    steps: int = 300,
+    lr: float = 0.2,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> CalibrationData:
     """`num_samples` distilled inputs of per-sample shape `input_shape` (e.g. (1, 8, 8))."""
-    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats
-           and m.running_mean is not None]
+    bns = [
+        m
+        for m in model.modules()
+        if isinstance(m, _BN) and m.track_running_stats and m.running_mean is not None
+    ]
     if not bns:
-        raise DataError(f"{type(model).__name__} has no BatchNorm layer with running statistics, so ZeroQ "
-                        "cannot distill data for it; pass real calibration inputs with --data FILE")
+        raise DataError(
+            f"{type(model).__name__} has no BatchNorm layer with running statistics, so ZeroQ "
+            "cannot distill data for it; pass real calibration inputs with --data FILE"
+        )
     dev = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((num_samples, *input_shape), generator=gen).to(dev).requires_grad_(True)
@@ -39,14 +53,22 @@ def distill(model: nn.Module, input_shape: tuple[int, ...], *, num_samples: int 
     was = model.training
     model.eval()
     opt = torch.optim.Adam([x], lr=lr)
-    bar = tqdm(range(steps), desc="zeroq distill", unit="step", leave=False,
-               disable=None if progress is None else not progress)
+    bar = tqdm(
+        range(steps),
+        desc="zeroq distill",
+        unit="step",
+        leave=False,
+        disable=None if progress is None else not progress,
+    )
     try:
         for _ in bar:
             stats.clear()
             model(x)
-            loss = sum(((mu - m.running_mean).pow(2).sum() + (sd - (m.running_var + m.eps).sqrt()).pow(2).sum())
-                       / m.num_features for m, mu, sd in stats)
+            loss = sum(
+                ((mu - m.running_mean).pow(2).sum() + (sd - (m.running_var + m.eps).sqrt()).pow(2).sum())
+                / m.num_features
+                for m, mu, sd in stats
+            )
             opt.zero_grad()
             (g,) = torch.autograd.grad(loss, [x])
             x.grad = g
@@ -81,5 +103,7 @@ def from_spec(model: nn.Module, spec: str, example_x=None, batch_size: int = 256
     elif example_x is not None:
         dims = input_shape_of(torch.as_tensor(example_x))
     else:
-        raise DataError("zeroq needs the model's per-sample input shape: pass --data zeroq:CxHxW, e.g. zeroq:3x32x32")
+        raise DataError(
+            "zeroq needs the model's per-sample input shape: pass --data zeroq:CxHxW, e.g. zeroq:3x32x32"
+        )
     return distill(model, dims, batch_size=batch_size)

@@ -37,8 +37,10 @@ def test_embeddings_match_sentence_transformers(ex):
 
 def test_sensitivity_on_minilm_uses_exact_residual_free_ggn(ex, tmp_path, monkeypatch):
     monkeypatch.setenv("MPSEARCH_CACHE", str(tmp_path))
-    t = mpsearch.sensitivity(ex.model, {"x": {k: v[:16] for k, v in ex.calibration["x"].items()}},
-                             objective="mse", formats="int4")
-    assert t.settings["method"] == "ggn" and len(t.frame) == len(mpsearch.sites(ex.model, {
-        k: v[:2] for k, v in ex.calibration["x"].items()}))
+    t = mpsearch.sensitivity(
+        ex.model, {"x": {k: v[:16] for k, v in ex.calibration["x"].items()}}, objective="mse", formats="int4"
+    )
+    assert t.settings["method"] == "ggn" and len(t.frame) == len(
+        mpsearch.sites(ex.model, {k: v[:2] for k, v in ex.calibration["x"].items()})
+    )
     assert (t.frame.omega > 0).all() and (t.site_info.trace_se <= 0.05 * t.site_info.trace + 1e-12).all()

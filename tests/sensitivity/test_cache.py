@@ -28,7 +28,9 @@ def test_second_plan_reuses_the_cached_table(monkeypatch, tmp_path):
     files = list(cache.cache_dir().glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["estimator"] == "hessian"
     # other settings, other data, or no cache: recomputed
-    mpsearch.plan(ex.model, ex.calibration, budget="4bits", guard_uniform=False, estimator_settings={"tol": 0.02})
+    mpsearch.plan(
+        ex.model, ex.calibration, budget="4bits", guard_uniform=False, estimator_settings={"tol": 0.02}
+    )
     sub = {"x": ex.calibration["x"][:100], "y": ex.calibration["y"][:100]}
     mpsearch.plan(ex.model, sub, budget="4bits", guard_uniform=False)
     mpsearch.plan(ex.model, ex.calibration, budget="4bits", guard_uniform=False, cache=False)

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from mpsearch.objectives import get_objective
 from torch import nn
 
 import mpsearch
 import mpsearch.examples
 from mpsearch.data import as_data
 from mpsearch.model import sites
-from mpsearch.objectives import get_objective
 from mpsearch.sensitivity import get_estimator
 from mpsearch.sensitivity.hessian import data_loss
 
@@ -21,8 +21,12 @@ def exact_block_traces(model, data, objective, site_list):
         w0 = p.detach().clone()
 
         def f(w, p=p, s=s):
-            return data_loss(model, data, objective, call=lambda x: torch.func.functional_call(
-                model, {s.param: w.reshape(p.shape)}, (x,)))
+            return data_loss(
+                model,
+                data,
+                objective,
+                call=lambda x: torch.func.functional_call(model, {s.param: w.reshape(p.shape)}, (x,)),
+            )
 
         h = torch.autograd.functional.hessian(f, w0.reshape(-1))
         out.append(float(torch.diagonal(h).sum()))
@@ -36,9 +40,17 @@ def tanh_mlp():
 
 def relu_cnn():
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 16, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 16, 3),
+    ).eval()
 
 
 def _data(shape, classes, n=48, seed=0):
@@ -51,8 +63,9 @@ def _estimate(model, data, objective="cross_entropy", **settings):
     if obj.needs_reference:
         data = data.with_reference(model)
     site_list = sites(model, data.first_x)
-    table = get_estimator("hessian", **settings).estimate(model, site_list, mpsearch.formats.parse_choices(
-        "int4", []), data, obj, seed=3)
+    table = get_estimator("hessian", **settings).estimate(
+        model, site_list, mpsearch.formats.parse_choices("int4", []), data, obj, seed=3
+    )
     return table, site_list, data, obj
 
 
@@ -95,7 +108,9 @@ def test_sampled_ggn_for_wide_outputs_is_within_error_bars():
     # the last layer's sampled columns all have the same norm (√(2w)·±1): zero variance, exact
     assert table.settings["method"] == "ggn" and info.trace_se[0] > 0 and info.trace_se[1] == 0
     exact = exact_block_traces(model, data, obj, site_list)
-    assert ((torch.tensor(info.trace.values) - exact).abs() <= 4 * torch.tensor(info.trace_se.values) + 1e-5).all()
+    assert (
+        (torch.tensor(info.trace.values) - exact).abs() <= 4 * torch.tensor(info.trace_se.values) + 1e-5
+    ).all()
 
 
 def test_token_outputs_use_sampled_columns_and_match_exact():

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from mpsearch.objectives import get_objective, measure
 from torch import nn
 
 from mpsearch.apply import quantized
 from mpsearch.data import as_data
 from mpsearch.formats import get_choice, parse_choices
 from mpsearch.model import sites
-from mpsearch.objectives import get_objective, measure
 from mpsearch.sensitivity import get_estimator
 from mpsearch.sensitivity.measured import site_quantized
 

@@ -14,19 +14,33 @@ def brute(model, x, site_params, cot):
     for i in range(x.shape[0]):
         y = model(x[i : i + 1])
         gs = torch.autograd.grad((y * cot[i : i + 1]).sum(), site_params, allow_unused=True)
-        out.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, site_params)])
+        out.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, site_params, strict=False)])
     return out
 
 
 MODELS = {
-    "linear": (lambda: nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)), lambda g: torch.randn(6, 5, generator=g)),
-    "linear_seq": (lambda: nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)),
-                   lambda g: torch.randn(6, 4, 5, generator=g)),
-    "conv2d": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), nn.ReLU(),
-                                     nn.Conv2d(6, 5, 2, padding="same", dilation=2), nn.Flatten(), nn.Linear(5 * 16, 3)),
-               lambda g: torch.randn(5, 4, 8, 8, generator=g)),
-    "conv1d": (lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 7, 2)),
-               lambda g: torch.randn(5, 3, 9, generator=g)),
+    "linear": (
+        lambda: nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)),
+        lambda g: torch.randn(6, 5, generator=g),
+    ),
+    "linear_seq": (
+        lambda: nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)),
+        lambda g: torch.randn(6, 4, 5, generator=g),
+    ),
+    "conv2d": (
+        lambda: nn.Sequential(
+            nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2),
+            nn.ReLU(),
+            nn.Conv2d(6, 5, 2, padding="same", dilation=2),
+            nn.Flatten(),
+            nn.Linear(5 * 16, 3),
+        ),
+        lambda g: torch.randn(5, 4, 8, 8, generator=g),
+    ),
+    "conv1d": (
+        lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 7, 2)),
+        lambda g: torch.randn(5, 3, 9, generator=g),
+    ),
 }
 
 
@@ -58,10 +72,10 @@ def test_norms_and_contractions_match_per_sample_autograd(name):
         out = model(x)
         cot = torch.randn(out.shape, generator=g)
         ds = taps.deltas(out, cot)
-        norms = [t.sq_norms(d) for t, d in zip(taps.taps, ds)]
+        norms = [t.sq_norms(d) for t, d in zip(taps.taps, ds, strict=False)]
         mats = [[torch.randn(p.shape, generator=g) for _ in range(2)] for p in params]
-        lin = [t.contract(d, m, 1) for t, d, m in zip(taps.taps, ds, mats)]
-        sq = [t.contract(d, m, 2) for t, d, m in zip(taps.taps, ds, mats)]
+        lin = [t.contract(d, m, 1) for t, d, m in zip(taps.taps, ds, mats, strict=False)]
+        sq = [t.contract(d, m, 2) for t, d, m in zip(taps.taps, ds, mats, strict=False)]
     ref = brute(model, x, params, cot)
     for j in range(len(params)):
         gx = torch.stack([r[j] for r in ref])  # (N, *W)

@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from mpsearch.objectives import get_objective
 from torch import nn
 
 from mpsearch.data import as_data
 from mpsearch.errors import UsageError
 from mpsearch.formats import parse_choices
 from mpsearch.model import sites
-from mpsearch.objectives import get_objective
 from mpsearch.sensitivity import get_estimator
 
 
@@ -26,13 +26,17 @@ def _run(name, model, data, choices, objective="cross_entropy", **settings):
     if obj.needs_reference:
         data = data.with_reference(model)
     site_list = sites(model, data.first_x)
-    return get_estimator(name, **settings).estimate(model, site_list, parse_choices(choices, []), data, obj), site_list
+    return get_estimator(name, **settings).estimate(
+        model, site_list, parse_choices(choices, []), data, obj
+    ), site_list
 
 
 def _per_sample_grads(model, x, y, site_list):
     ps = [model.get_parameter(s.param) for s in site_list]
-    return [[g.detach() for g in torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), ps)]
-            for i in range(len(x))]
+    return [
+        [g.detach() for g in torch.autograd.grad(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), ps)]
+        for i in range(len(x))
+    ]
 
 
 def test_empirical_fisher_matches_per_sample_squared_gradients():
@@ -59,10 +63,11 @@ def test_first_order_taylor_is_abs_gradient_dot_perturbation():
 
     loss = F.cross_entropy(model(x), y)
     ps = [model.get_parameter(s.param) for s in site_list]
-    for s, g in zip(site_list, torch.autograd.grad(loss, ps)):
+    for s, g in zip(site_list, torch.autograd.grad(loss, ps), strict=False):
         w = model.get_parameter(s.param).detach()
-        assert table.omega(s.name, "int3") == pytest.approx(abs(float((g * (get_format("int3").quantize(w) - w)).sum())),
-                                                             rel=1e-4)
+        assert table.omega(s.name, "int3") == pytest.approx(
+            abs(float((g * (get_format("int3").quantize(w) - w)).sum())), rel=1e-4
+        )
 
 
 def test_output_score_covers_weight_and_activation_quantization():

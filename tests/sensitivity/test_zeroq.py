@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from mpsearch.objectives import measure
 from torch import nn
 
 import mpsearch
 import mpsearch.examples
 from mpsearch.apply import apply
 from mpsearch.errors import DataError
-from mpsearch.objectives import measure
 from mpsearch.sensitivity import distill
 
 
