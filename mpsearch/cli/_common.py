@@ -57,6 +57,7 @@ class Inputs:
         else:
             self.data = None
         self.test = as_data(self.example.test, bs) if self.example is not None else None
+        self.objective = getattr(self.example, "objective", None)  # an example may name its own loss
 
 
 def info(msg: str) -> None:

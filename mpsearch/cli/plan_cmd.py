@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     inp = Inputs(args)
     estimator = args.estimator or ("measured" if inp.zeroq else "hessian")  # ZeroQ: KL, one site at a time
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=estimator,
-                    search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
-                    guard_uniform=not args.no_guard, cache=not args.no_cache)
+                    search=args.search, seed=args.seed, hardware=args.hardware,
+                    objective=args.objective or inp.objective, guard_uniform=not args.no_guard,
+                    cache=not args.no_cache)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
 def _measure_rows(inp: Inputs, plan) -> dict[str, dict]:
     """The same comparison rows measured on the example's held-out test split."""
     metrics = ["cross_entropy", "accuracy"]
+    if not inp.test.labelled:  # label-free example (minilm-l6): distance to the FP outputs
+        metrics = [plan.provenance.get("objective", "kl"), "sqnr"]
+        inp.test = inp.test.with_reference(inp.model)
     sites = list(plan.assignments)
     out = {"fp (16-bit)": measure(inp.model, inp.test, metrics)}
     with quantized(inp.model, plan.assignments):

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         inp.data,
         estimator=estimator,
         formats=args.formats,
-        objective=args.objective,
+        objective=args.objective or inp.objective,
         seed=args.seed,
         cache=not args.no_cache,
         **settings,
