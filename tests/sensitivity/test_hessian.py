@@ -133,11 +133,12 @@ def test_token_outputs_use_sampled_columns_and_match_exact():
     assert ((torch.tensor(info.trace.values) - exact).abs() < 4 * torch.tensor(info.trace_se.values)).all()
 
 
-def test_digits_default_is_exact_and_meets_tolerance():
+def test_digits_default_uses_ggn_and_meets_tolerance():
     ex = mpsearch.examples.load_example("digits-cnn")
     t = mpsearch.sensitivity(ex.model, ex.calibration, formats="int2,int4,int8")
     assert t.settings["method"] == "ggn"
-    assert len(t.frame) == 15 and (t.frame.omega > 0).all() and (t.frame.omega_se == 0).all()
+    assert len(t.frame) == 15 and (t.frame.omega > 0).all()
+    assert (t.site_info.trace_se <= 0.05 * t.site_info.trace).all()  # 10 classes > 8: sampled columns, to tol
     # Ω falls with bits at every site
     p = t.pivot()
     assert ((p["int2"] > p["int4"]) & (p["int4"] > p["int8"])).all()
