@@ -12,7 +12,6 @@ from mpsearch.sensitivity import cache, get_estimator
 def test_second_plan_reuses_the_cached_table(monkeypatch, tmp_path):
     ex = mpsearch.examples.load_example("digits-cnn")
     calls = []
-    real = cache.estimate.__globals__["Estimator"]
     orig = get_estimator("hessian").__class__.estimate
 
     def counting(self, *a, **k):
@@ -22,7 +21,7 @@ def test_second_plan_reuses_the_cached_table(monkeypatch, tmp_path):
     monkeypatch.setattr(get_estimator("hessian").__class__, "estimate", counting)
     p1 = mpsearch.plan(ex.model, ex.calibration, budget="4bits", guard_uniform=False)
     p2 = mpsearch.plan(ex.model, ex.calibration, budget="6bits", guard_uniform=False)
-    assert calls == ["hessian"] and real is not None
+    assert calls == ["hessian"]
     assert p2.provenance["estimator_settings"].get("cached") is True
     assert p1.totals["avg_bits"] <= 4 and p2.totals["avg_bits"] > p1.totals["avg_bits"]
     files = list(cache.cache_dir().glob("*.json"))
