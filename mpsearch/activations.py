@@ -22,7 +22,7 @@ from torch import nn
 from .data import CalibrationData
 from .errors import PlanError
 from .formats import Choice, Format, get_choice, get_format
-from .model import Site, _graph_weight_nodes, _module_sites, _site_name, call_model
+from .model import Site, _graph_weight_nodes, _module_sites, _site_name, call_model, eval_mode
 
 SAMPLE_CAP = 2**18  # sampled activation values kept per site for percentile / MSE calibration
 ActParams = dict[str, dict[str, dict[str, float]]]  # site -> activation format name -> {'scale', 'zero'?}
@@ -113,14 +113,6 @@ def insert(model: nn.Module, fns: dict[str, Callable[[torch.Tensor], torch.Tenso
     return remove_nodes
 
 
-def _train(model: nn.Module, mode: bool) -> None:
-    """model.train(mode), where supported (a torch.export graph module refuses eval(): it is fixed)."""
-    try:
-        model.train(mode)
-    except NotImplementedError:
-        pass
-
-
 def calibrate(model: nn.Module, data: CalibrationData, formats: dict[str, Iterable[Format]]) -> ActParams:
     """Per-tensor activation parameters for each (site, activation format), from the FP model on `data`."""
     formats = {s: list(dict.fromkeys(f)) for s, f in formats.items() if f}
@@ -128,15 +120,12 @@ def calibrate(model: nn.Module, data: CalibrationData, formats: dict[str, Iterab
         return {}
     observers = {s: _Observer(max(1, SAMPLE_CAP // len(data))) for s in formats}
     remove = insert(model, observers)
-    was = model.training
-    _train(model, False)
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for b in data:
                 call_model(model, b.x)
     finally:
         remove()
-        _train(model, was)
     return {s: {f.name: f.calibrate(obs.sample()) for f in formats[s]}
             for s, obs in observers.items() if obs.parts}
 

@@ -22,6 +22,7 @@ from .search import SearchProblem, get_searcher
 from .search._base import check_feasible
 from .search.tolerance import Tolerance, within_tolerance
 from .sensitivity import SensitivityTable, get_estimator
+from .sensitivity import cache as sensitivity_cache
 from .sensitivity.pairwise import MeasuredLoss
 
 log = logging.getLogger("mpsearch")
@@ -29,13 +30,21 @@ log = logging.getLogger("mpsearch")
 
 def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=None,
                 site_list: list[Site] | None = None, objective: str | Objective | None = None, seed: int = 0,
-                **settings) -> SensitivityTable:
-    """Ω(site, format) with error bars from the named estimator (the model is scored in eval mode)."""
+                cache: bool = True, **settings) -> SensitivityTable:
+    """Ω(site, format) with error bars from the named estimator (`**settings` go to the estimator).
+
+    Estimators: hessian (auto: exact Gauss-Newton or Hutchinson), fisher, taylor, output, measured.
+    The table is cached on disk ($MPSEARCH_CACHE or ~/.cache/mpsearch) unless `cache=False`.
+    """
     with eval_mode(model):
-        return _sensitivity(model, data, estimator, formats, site_list, objective, seed, settings)
+        data, site_list, obj = _prepare(model, data, objective, site_list)
+        est = get_estimator(estimator, **settings)
+        return sensitivity_cache.estimate(est, model, site_list, parse_choices(formats, DEFAULT_FORMATS), data, obj,
+                                          seed=seed, use_cache=cache)
 
 
-def _sensitivity(model, data, estimator, formats, site_list, objective, seed, settings) -> SensitivityTable:
+def _prepare(model: nn.Module, data, objective, site_list: list[Site] | None = None):
+    """Normalize the data, find the sites, pick the objective, and attach FP outputs if it scores against them."""
     data = as_data(data)
     if site_list is None:
         check_fits(model, data)
@@ -43,8 +52,7 @@ def _sensitivity(model, data, estimator, formats, site_list, objective, seed, se
     obj = get_objective(objective) if objective else default_objective(data)
     if obj.needs_reference:
         data = data.with_reference(model)
-    choices = parse_choices(formats, DEFAULT_FORMATS)
-    return get_estimator(estimator, **settings).estimate(model, site_list, choices, data, obj, seed=seed)
+    return data, site_list, obj
 
 
 def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
@@ -116,7 +124,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
-         drop_metric: str | None = None) -> Plan:
+         drop_metric: str | None = None, cache: bool = True) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -128,6 +136,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
 
     `max_drop` (`1%` of FP, or absolute): instead, the cheapest plan within `budget` (default the
     16-bit size) whose measured `drop_metric` (default accuracy with labels) drops at most that much.
+    Sensitivities are cached on disk by model, data and settings (`cache=False` recomputes them), so the
+    next plan with another budget reuses them.
     """
     max_drop = None if max_drop is None else Tolerance.parse(max_drop)  # a typo fails before any estimate
     budgets = parse_budgets(budget) or ([Budget("memory", 1.0, True)] if max_drop is not None else [])
@@ -140,17 +150,12 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
         return _plan(model, data, budgets, formats=formats, estimator=estimator, search=search, seed=seed,
                      hardware=hardware, objective=objective, guard_uniform=guard_uniform, ties=ties,
                      estimator_settings=estimator_settings, search_settings=search_settings,
-                     sensitivity=sensitivity, max_drop=max_drop, drop_metric=drop_metric)
+                     sensitivity=sensitivity, max_drop=max_drop, drop_metric=drop_metric, cache=cache)
 
 
 def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, objective, guard_uniform, ties,
-          estimator_settings, search_settings, sensitivity, max_drop, drop_metric) -> Plan:
-    data = as_data(data)
-    check_fits(model, data)
-    site_list = sites(model, data.first_x)
-    obj = get_objective(objective) if objective else default_objective(data)
-    if obj.needs_reference:
-        data = data.with_reference(model)
+          estimator_settings, search_settings, sensitivity, max_drop, drop_metric, cache) -> Plan:
+    data, site_list, obj = _prepare(model, data, objective)
     choices = parse_choices(formats, DEFAULT_FORMATS)
     acts = calibrate_choices(model, data, site_list, choices)  # activation scales for WEIGHT:ACT choices
     hw = hardware_models.get(hardware)
@@ -160,8 +165,8 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
     limits = resolve(budgets, ref)
     check_feasible(costs, limits)  # fail before the (expensive) sensitivity estimate
     if sensitivity is None:
-        sens = get_estimator(estimator, **(estimator_settings or {})).estimate(
-            model, site_list, choices, data, obj, seed=seed)
+        sens = sensitivity_cache.estimate(get_estimator(estimator, **(estimator_settings or {})), model,
+                                          site_list, choices, data, obj, seed=seed, use_cache=cache)
     else:  # one measurement, many budgets
         sens = sensitivity
         have = set(sens.frame.format)

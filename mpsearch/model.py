@@ -61,20 +61,26 @@ class Site:
         return math.prod(self.input_shape) if self.input_shape else 0
 
 
+def set_mode(model: nn.Module, training: bool) -> bool:
+    """`model.train(training)` where supported; returns whether it was. An exported program's module has
+    its mode baked in at export time and refuses `.eval()`/`.train()`: it is left as it is."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        return False
+    return True
+
+
 @contextmanager
 def eval_mode(model: nn.Module):
-    """Evaluation mode for the duration. An exported program's module has its mode baked in at export
-    time and refuses `.eval()`; it is left as it is."""
+    """Evaluation mode for the duration, then the mode it had (see `set_mode`)."""
     was = model.training
-    try:
-        model.eval()
-    except NotImplementedError:
-        yield model
-        return
+    changed = set_mode(model, False)
     try:
         yield model
     finally:
-        model.train(was)
+        if changed:
+            model.train(was)
 
 
 def call_model(model: nn.Module, x):

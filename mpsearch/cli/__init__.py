@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (register the verbs)
     hardware_cmd,
     pareto_cmd,
     plan_cmd,
+    sensitivity_cmd,
     sites_cmd,
     study_cmd,
 )

@@ -9,6 +9,7 @@ from ..data import as_data
 from ..errors import UsageError
 from ..examples import EXAMPLES, load_example
 from ..loading import LoadedModel, load_model
+from ..sensitivity import zeroq
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -39,7 +40,8 @@ def model_and_plan(args: argparse.Namespace):
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}")
+    p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}; "
+                   "or zeroq[:CxHxW] for data-free distilled inputs (models with BatchNorm)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for calibration passes")
 
 
@@ -59,7 +61,11 @@ class Inputs:
         self.model = self.loaded.module
         data = getattr(args, "data", None)
         bs = getattr(args, "batch_size", 256)
-        if data:
+        self.zeroq = zeroq.is_zeroq(data)
+        if self.zeroq:
+            shape_from = self.example.calibration["x"] if self.example else None
+            self.data = zeroq.from_spec(self.model, data, shape_from, bs)
+        elif data:
             self.data = as_data(data, bs)
         elif self.example is not None:
             self.data = as_data(self.example.calibration, bs)
@@ -68,6 +74,7 @@ class Inputs:
         else:
             self.data = None
         self.test = as_data(self.example.test, bs) if self.example is not None else None
+        self.objective = getattr(self.example, "objective", None)  # an example may name its own loss
 
 
 def info(msg: str) -> None:

@@ -22,7 +22,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", action="append", metavar="B",
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
-    p.add_argument("--estimator", default="hessian", help="sensitivity estimator (default: hessian)")
+    p.add_argument("--estimator", help="sensitivity estimator (default: hessian; measured with --data zeroq)")
+    p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
     p.add_argument("--search", default="ilp", help="searcher: ilp (default), refine, optuna")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="searcher setting, e.g. aggregate=max, aggregate=lp:2, measurements=80, sampler=nsga2, "
@@ -46,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         raise SystemExit(2)
     inp = Inputs(args)
-    plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=args.estimator,
-                    search=args.search, seed=args.seed, hardware=args.hardware, objective=args.objective,
-                    guard_uniform=not args.no_guard, search_settings=dict(args.search_option),
-                    max_drop=args.max_drop, drop_metric=args.drop_metric)
+    estimator = args.estimator or ("measured" if inp.zeroq else "hessian")  # ZeroQ: KL, one site at a time
+    plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=estimator,
+                    search=args.search, seed=args.seed, hardware=args.hardware,
+                    objective=args.objective or inp.objective, guard_uniform=not args.no_guard,
+                    search_settings=dict(args.search_option), max_drop=args.max_drop, drop_metric=args.drop_metric,
+                    cache=not args.no_cache)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
@@ -75,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
 def _measure_rows(inp: Inputs, plan) -> dict[str, dict]:
     """The same comparison rows measured on the example's held-out test split."""
     metrics = ["cross_entropy", "accuracy"]
+    if not inp.test.labelled:  # label-free example (minilm-l6): distance to the FP outputs
+        metrics = [plan.provenance.get("objective", "kl"), "sqnr"]
+        inp.test = inp.test.with_reference(inp.model)
     sites = list(plan.assignments)
     out = {"fp (16-bit)": measure(inp.model, inp.test, metrics)}
     with quantized(inp.model, plan.assignments, plan_params(plan.sites)):

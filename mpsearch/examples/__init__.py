@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-EXAMPLES = {"digits-cnn": "mpsearch.examples.digits"}
+EXAMPLES = {"digits-cnn": "mpsearch.examples.digits", "minilm-l6": "mpsearch.examples.minilm"}
 
 
 def load_example(name: str):

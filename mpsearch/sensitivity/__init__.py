@@ -1,16 +1,18 @@
 """Sensitivity estimators behind one interface: `get_estimator(name).estimate(...)` -> SensitivityTable."""
 
-from . import hessian  # noqa: F401  (registers 'hessian')
+from . import hessian, measured, taylor  # noqa: F401  (register the estimators)
 from ._base import (
     Estimator,
     SensitivityTable,
     estimator_names,
     get_estimator,
     register_estimator,
+    table_from_samples,
     weight_perturbation,
 )
+from .zeroq import distill
 
 __all__ = [
     "Estimator", "SensitivityTable", "estimator_names", "get_estimator", "register_estimator",
-    "weight_perturbation",
+    "table_from_samples", "weight_perturbation", "distill",
 ]

@@ -36,6 +36,17 @@ class SensitivityTable:
         """site × format matrix of Ω, for reading."""
         return self.frame.pivot(index="site", columns="format", values="omega")
 
+    def to_dict(self) -> dict:
+        return {"schema": 1, "estimator": self.estimator, "settings": self.settings,
+                "frame": self.frame.to_dict(orient="list"),
+                "site_info": None if self.site_info is None else self.site_info.to_dict(orient="list")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SensitivityTable:
+        info = d.get("site_info")
+        return cls(pd.DataFrame(d["frame"]), d["estimator"], d.get("settings", {}),
+                   None if info is None else pd.DataFrame(info))
+
 
 class Estimator(ABC):
     """Scores Ω(site, choice). Constructor keyword arguments are the estimator's settings."""
@@ -81,6 +92,20 @@ def get_estimator(name: str | Estimator, **settings) -> Estimator:
     if name not in _REGISTRY:
         raise UsageError(f"unknown estimator {name!r}; choose one of {', '.join(estimator_names())}")
     return _REGISTRY[name](**settings)
+
+
+def table_from_samples(name: str, sites: list[Site], choices: list[Choice], per: torch.Tensor, reduce,
+                       settings: dict) -> SensitivityTable:
+    """A table from per-sample contributions `per` (sites, samples, choices) whose sum is Ω.
+
+    Ω = reduce(per); its standard error is that of a sum of n i.i.d. terms, √n · std over samples.
+    """
+    om = reduce(per)
+    n = per.shape[1]
+    se = per.std(1) * n ** 0.5 if n > 1 else torch.zeros_like(om)
+    rows = [{"site": s.name, "format": c.name, "omega": float(om[i, j]), "omega_se": float(se[i, j])}
+            for i, s in enumerate(sites) for j, c in enumerate(choices)]
+    return SensitivityTable(pd.DataFrame(rows), name, settings)
 
 
 def weight_perturbation(model: nn.Module, sites: list[Site], choices: list[Choice]) -> pd.DataFrame:

@@ -1,14 +1,26 @@
 """Hessian-trace sensitivity (HAWQ-V2): Ω(site, f) = Tr(H_site)/n_site · ‖Q_f(W) − W‖².
 
-Per-site traces come from shared Rademacher probes, Tr(H_ll) ≈ mean_v v_lᵀ(Hv)_l (Hutchinson), with
-the Hessian-vector product by double backward over a gradient graph built once and reused by
-every probe. Probing stops when every site's standard error is under `tol` of its mean, or at
-`max_probes`. The standard errors go into the table as error bars.
+Two ways to get the per-site block traces Tr(H_ll), chosen by `method`:
+
+* ``ggn`` — the Gauss-Newton block trace Σ_x Σ_c ‖J_xᵀu_c‖² from per-sample gradient norms (one
+  backward per output column; see `_curvature`). It equals the Hessian block trace exactly when the
+  objective's residual vanishes (label-free KL/MSE at the FP point) or when the network is piecewise
+  linear in each weight (ReLU CNNs with eval BatchNorm; checked by `_structure`). With ≤ `max_exact`
+  outputs per sample it is exact (no probe noise); otherwise output-space Rademacher probes (one
+  backward each, no cross-block noise), stopped when every site is under `tol`.
+* ``hutchinson`` — Tr(H_ll) ≈ mean_v v_lᵀ(Hv)_l over Rademacher probes, Hessian-vector products
+  forward-over-reverse with `torch.func` (double backward as fallback), `probe_batch` probes per
+  vmapped call. Probing is adaptive: a site leaves the probe set once its relative standard error is
+  under `tol`, which removes its cross-block noise from the sites still probed.
+
+``auto`` (default) takes ``ggn`` whenever it is exact and supported, else ``hutchinson``. Every
+trace carries its Monte-Carlo standard error (zero for exact GGN columns) into the table.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import pandas as pd
 import torch
@@ -16,17 +28,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import CalibrationData, primary_output
+from ..errors import UsageError
 from ..formats import Choice
-from ..model import Site, call_model
+from ..model import Site, call_model, eval_mode
 from ._base import Estimator, SensitivityTable, register_estimator, weight_perturbation
+from ._curvature import curvature_for
+from ._persample import Taps, Unsupported
+from ._structure import nonlinear_ops
 
 
-def data_loss(model: nn.Module, data: CalibrationData, objective) -> torch.Tensor:
-    """The objective's sample-weighted mean over all of `data`, as one differentiable scalar."""
+def data_loss(model: nn.Module, data: CalibrationData, objective, call=None) -> torch.Tensor:
+    """The objective's sample-weighted mean over all of `data`, as one differentiable scalar.
+
+    `call(x)` replaces the model's forward (e.g. a torch.func functional call)."""
     n = data.num_samples
+    call = call or (lambda x: call_model(model, x))
     total = None
     for b in data:
-        term = objective.batch(primary_output(call_model(model, b.x)), b) * (b.size / n)
+        term = objective.batch(primary_output(call(b.x)), b) * (b.size / n)
         total = term if total is None else total + term
     return total
 
@@ -35,21 +54,83 @@ class _Welford:
     """Running mean and variance per site (vectorized over sites)."""
 
     def __init__(self, k: int):
-        self.n = 0
+        self.n = torch.zeros(k, dtype=torch.float64)
         self.mean = torch.zeros(k, dtype=torch.float64)
         self.m2 = torch.zeros(k, dtype=torch.float64)
 
-    def add(self, x: torch.Tensor) -> None:
-        self.n += 1
-        d = x - self.mean
-        self.mean += d / self.n
-        self.m2 += d * (x - self.mean)
+    def add(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add one observation per site (only where `mask` is true)."""
+        m = torch.ones_like(self.n, dtype=torch.bool) if mask is None else mask
+        self.n += m
+        d = torch.where(m, x - self.mean, 0.0)
+        self.mean += d / self.n.clamp_min(1)
+        self.m2 += d * torch.where(m, x - self.mean, 0.0)
 
     @property
     def se(self) -> torch.Tensor:
-        if self.n < 2:
-            return torch.full_like(self.mean, math.inf)
-        return (self.m2 / (self.n - 1) / self.n).sqrt()
+        var = self.m2 / (self.n - 1).clamp_min(1)
+        return torch.where(self.n >= 2, (var / self.n.clamp_min(1)).sqrt(), math.inf)
+
+    def rel(self) -> torch.Tensor:
+        return torch.where(self.se == 0, 0.0, self.se / self.mean.abs().clamp_min(1e-300))
+
+
+def _bar(total: int, desc: str, progress):
+    return tqdm(
+        total=total, desc=desc, unit="probe", leave=False, disable=None if progress is None else not progress
+    )  # None: only on a terminal
+
+
+# ---- Hessian-vector products ---------------------------------------------------------------------------
+
+
+def _func_hvp(model: nn.Module, names: list[str], params: list[torch.Tensor], loss_of):
+    """Forward-over-reverse HVPs of `loss_of()` with torch.func, vmapped over a leading probe dim."""
+    from torch.func import functional_call, grad, jvp, vmap
+
+    primals = tuple(p.detach() for p in params)
+
+    def loss(*ps):
+        return loss_of(
+            lambda x: functional_call(model, dict(zip(names, ps, strict=False)), _args(x), _kwargs(x))
+        )
+
+    g = grad(loss, argnums=tuple(range(len(primals))))
+
+    def hvp(*vs):
+        return jvp(g, primals, vs)[1]
+
+    batched = vmap(hvp)
+    return lambda vs: list(batched(*vs))
+
+
+def _double_backward_hvp(params: list[torch.Tensor], loss_of):
+    """Double backward over a gradient graph built once; probes batched with is_grads_batched."""
+    grads = torch.autograd.grad(loss_of(None), params, create_graph=True)
+
+    def hvp(vs):
+        try:
+            return list(
+                torch.autograd.grad(
+                    grads, params, grad_outputs=vs, retain_graph=True, is_grads_batched=vs[0].shape[0] > 1
+                )
+            )
+        except RuntimeError:  # an op without a batching rule: one probe at a time
+            outs = [
+                torch.autograd.grad(grads, params, grad_outputs=[v[i] for v in vs], retain_graph=True)
+                for i in range(vs[0].shape[0])
+            ]
+            return [torch.stack(t) for t in zip(*outs, strict=False)]
+
+    return hvp
+
+
+def _args(x):
+    return () if isinstance(x, dict) else (tuple(x) if isinstance(x, (tuple, list)) else (x,))
+
+
+def _kwargs(x):
+    return x if isinstance(x, dict) else {}
 
 
 def hutchinson_traces(
@@ -57,72 +138,269 @@ def hutchinson_traces(
     params: list[torch.Tensor],
     loss_fn,
     *,
+    names: list[str] | None = None,
     tol: float = 0.05,
     min_probes: int = 8,
     max_probes: int = 200,
+    probe_batch: int = 4,
+    adaptive: bool = True,
+    hvp: str = "auto",
     seed: int = 0,
     progress: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-parameter-block Hessian traces of `loss_fn()`: (trace, standard error, probes used)."""
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, create_graph=True)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-block Hessian traces of `loss_fn(call)`: (trace, standard error, probes per block).
+
+    `loss_fn(call)` computes the loss with `call(x)` as the model's forward (None: the model itself).
+    `hvp`: "func" (forward-over-reverse, needs `names`), "double", or "auto" (func, else double).
+    """
+    engine = None
+    if hvp in ("auto", "func") and names is not None:
+        try:
+            engine = _func_hvp(model, names, params, loss_fn)
+            engine([torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params])
+        except Exception:  # noqa: BLE001 - torch.func cannot trace every model; fall back
+            if hvp == "func":
+                raise
+            engine = None
+    if engine is None:
+        engine = _double_backward_hvp(params, loss_fn)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     stats = _Welford(len(params))
-    bar = tqdm(total=max_probes, desc="hessian probes", unit="probe", leave=False,
-               disable=None if progress is None else not progress)  # None: only on a terminal
+    active = torch.ones(len(params), dtype=torch.bool)
+    bar = _bar(max_probes, "hessian probes", progress)
+    used = 0
     try:
-        for _ in range(max_probes):
-            vs = [
-                (torch.randint(0, 2, p.shape, generator=gen, dtype=torch.int8) * 2 - 1).to(p.device, p.dtype)
-                for p in params
-            ]
-            hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
-            stats.add(torch.stack([(v * h).sum().double().cpu() for v, h in zip(vs, hv)]))
-            bar.update(1)
-            if stats.n >= min_probes:
-                rel = stats.se / stats.mean.abs().clamp_min(1e-300)
-                if bool(((rel <= tol) | (stats.se == 0)).all()):
-                    break
+        while used < max_probes and bool(active.any()):
+            k = min(probe_batch, max_probes - used)
+            vs = []
+            for p, on in zip(params, active.tolist(), strict=False):
+                if on:
+                    v = torch.randint(0, 2, (k, *p.shape), generator=gen, dtype=torch.int8) * 2 - 1
+                    vs.append(v.to(p.device, p.dtype))
+                else:  # converged blocks get no probe: their cross-block noise leaves the others
+                    vs.append(torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device))
+            hv = engine(vs)
+            vals = torch.stack(
+                [(v * h).reshape(k, -1).sum(1).double().cpu() for v, h in zip(vs, hv, strict=False)], 1
+            )
+            for row in vals:
+                stats.add(row, active)
+            used += k
+            bar.update(k)
+            if used >= min_probes and adaptive:
+                active &= ~((stats.rel() <= tol) & (stats.n >= min_probes))
+            elif used >= min_probes and bool((stats.rel() <= tol).all()):
+                break
     finally:
         bar.close()
     return stats.mean, stats.se, stats.n
 
 
+# ---- Gauss-Newton traces from per-sample gradient norms ----------------------------------------------
+
+
+def ggn_traces(
+    model: nn.Module,
+    sites: list[Site],
+    data: CalibrationData,
+    objective,
+    *,
+    tol: float = 0.05,
+    min_probes: int = 4,
+    max_probes: int = 200,
+    max_exact: int = 64,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-site GGN traces: (trace, Monte-Carlo standard error, sampling standard error, probes).
+
+    Each batch is run forward once; its exact output columns (or Rademacher output probes until the
+    batch's relative standard error is under `tol`) are pulled back by one backward each.
+    """
+    curv_cls = curvature_for(objective)
+    if curv_cls is None:
+        raise Unsupported(f"no output curvature for objective {objective.name!r}")
+    n = data.num_samples
+    k = len(sites)
+    trace = torch.zeros(k, dtype=torch.float64)
+    mc_var = torch.zeros(k, dtype=torch.float64)
+    per_sample: list[torch.Tensor] = []
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    probes = 0
+    bar = _bar(len(data), "gauss-newton batches", progress)
+    try:
+        with Taps(model, sites) as taps, torch.enable_grad():
+            for b in data:
+                taps.reset(b.size)
+                out = primary_output(call_model(model, b.x))
+                taps.check()
+                curv = curv_cls(out, b.size / n, max_exact=max_exact)
+                if curv.exact_columns:
+                    acc = torch.zeros(k, b.size, dtype=torch.float64)
+                    for c in range(curv.exact_columns):
+                        ds = taps.deltas(out, curv.column(c))
+                        acc += torch.stack(
+                            [t.sq_norms(d).double().cpu() for t, d in zip(taps.taps, ds, strict=False)]
+                        )
+                    probes = max(probes, curv.exact_columns)
+                    per_sample.append(acc)
+                    trace += acc.sum(1)
+                else:
+                    stats = _Welford(k)
+                    psum = torch.zeros(k, b.size, dtype=torch.float64)
+                    for r in range(max_probes):
+                        ds = taps.deltas(out, curv.sample(gen))
+                        vals = torch.stack(
+                            [t.sq_norms(d).double().cpu() for t, d in zip(taps.taps, ds, strict=False)]
+                        )
+                        psum += vals
+                        stats.add(vals.sum(1))
+                        if r + 1 >= min_probes and bool((stats.rel() <= tol).all()):
+                            break
+                    probes = max(probes, int(stats.n[0]))
+                    per_sample.append(psum / stats.n[0])
+                    trace += stats.mean
+                    mc_var += stats.se.pow(2)
+                bar.update(1)
+                del out
+    finally:
+        bar.close()
+    contrib = torch.cat(per_sample, 1)  # (sites, samples): each sample's share of the trace
+    data_se = contrib.std(1) * math.sqrt(contrib.shape[1]) if contrib.shape[1] > 1 else torch.zeros(k)
+    return trace, mc_var.sqrt(), data_se.double(), torch.full((k,), float(probes), dtype=torch.float64)
+
+
+# ---- the estimator ---------------------------------------------------------------------------------------
+
+
+def ggn_is_exact(model: nn.Module, data: CalibrationData, objective) -> tuple[bool, str]:
+    """Whether the GGN block traces equal the Hessian block traces here, and why (or why not)."""
+    if curvature_for(objective) is None:
+        return False, f"objective {objective.name!r} has no Gauss-Newton form"
+    if objective.needs_reference:
+        return True, f"{objective.name} to the FP outputs has zero residual at the FP weights"
+    ops = nonlinear_ops(model, data.take(2).first_x)
+    if ops:
+        return False, "non-piecewise-linear ops: " + ", ".join(ops[:5])
+    return True, "the network is piecewise linear in each weight"
+
+
+class _FrozenExcept:
+    """Only the given parameters require grad inside the block (and eval mode)."""
+
+    def __init__(self, model: nn.Module, params: list[torch.Tensor]):
+        self.model, self.params = model, params
+
+    def __enter__(self):
+        self.flags = {p: p.requires_grad for p in self.model.parameters()}
+        self.mode = eval_mode(self.model)
+        self.mode.__enter__()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for p in self.params:
+            p.requires_grad_(True)
+        return self
+
+    def __exit__(self, *exc):
+        for p, f in self.flags.items():
+            p.requires_grad_(f)
+        self.mode.__exit__(*exc)
+
+
 @register_estimator("hessian", "hutchinson")
 class HessianTrace(Estimator):
-    """Settings: tol (relative standard error target, 0.05), min_probes, max_probes, max_samples."""
+    """Settings: method (auto|ggn|hutchinson), tol (0.05), min_probes, max_probes, max_samples (512),
+    max_exact (8: up to this many output columns per sample the GGN is exact, costing at most twice
+    the minimal sampled run of 4 probes; more columns are sampled),
+    probe_batch (8 on a GPU, 1 on CPU: vmapped probes multiply activation memory and gain nothing on
+    CPU), hvp (auto|func|double), adaptive (True)."""
 
     name = "hessian"
 
-    def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
-                 seed: int = 0) -> SensitivityTable:
-        tol = float(self.settings.get("tol", 0.05))
-        max_samples = int(self.settings.get("max_samples", 512))
+    def estimate(
+        self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
+    ) -> SensitivityTable:
+        st = self.settings
+        tol = float(st.get("tol", 0.05))
+        max_samples = int(st.get("max_samples", 512))
+        max_probes = int(st.get("max_probes", 200))
+        method = st.get("method", "auto")
+        if method not in ("auto", "ggn", "hutchinson"):
+            raise UsageError(f"hessian method {method!r} is unknown; use auto, ggn or hutchinson")
         sub = data.take(max_samples)
         params = [model.get_parameter(s.param) for s in sites]
-        flags = {p: p.requires_grad for p in model.parameters()}
-        try:
-            for p in model.parameters():
-                p.requires_grad_(False)
-            for p in params:
-                p.requires_grad_(True)
-            tr, se, n = hutchinson_traces(
-                model, params, lambda: data_loss(model, sub, objective), tol=tol,
-                min_probes=int(self.settings.get("min_probes", 8)),
-                max_probes=int(self.settings.get("max_probes", 200)), seed=seed,
-                progress=self.settings.get("progress"),
-            )
-        finally:
-            for p, f in flags.items():
-                p.requires_grad_(f)
-        info = pd.DataFrame({
-            "site": [s.name for s in sites], "params": [s.numel for s in sites],
-            "trace": tr.numpy(), "trace_se": se.numpy(), "probes": n,
-        })
+        why = ""
+        t0 = time.perf_counter()
+        with _FrozenExcept(model, params):
+            used = method
+            if method in ("auto", "ggn"):
+                exact, why = ggn_is_exact(model, sub, objective)
+                if method == "auto" and not exact:
+                    used = "hutchinson"
+                else:
+                    try:
+                        tr, se, dse, n = ggn_traces(
+                            model,
+                            sites,
+                            sub,
+                            objective,
+                            tol=tol,
+                            max_probes=max_probes,
+                            max_exact=int(st.get("max_exact", 8)),
+                            seed=seed,
+                            progress=st.get("progress"),
+                        )
+                        used = "ggn"
+                    except Unsupported as e:
+                        if method == "ggn":
+                            raise UsageError(
+                                f"the GGN trace is not available here ({e}); use method='hutchinson'"
+                            ) from e
+                        used, why = "hutchinson", str(e)
+            if used == "hutchinson":
+                tr, se, n = hutchinson_traces(
+                    model,
+                    params,
+                    lambda call: data_loss(model, sub, objective, call),
+                    names=[s.param for s in sites],
+                    tol=tol,
+                    min_probes=int(st.get("min_probes", 8)),
+                    max_probes=max_probes,
+                    probe_batch=int(st.get("probe_batch", 8 if params[0].is_cuda else 1)),
+                    adaptive=bool(st.get("adaptive", True)),
+                    hvp=st.get("hvp", "auto"),
+                    seed=seed,
+                    progress=st.get("progress"),
+                )
+                dse = torch.full_like(tr, float("nan"))
+        seconds = time.perf_counter() - t0
+        info = pd.DataFrame(
+            {
+                "site": [s.name for s in sites],
+                "params": [s.numel for s in sites],
+                "trace": tr.numpy(),
+                "trace_se": se.numpy(),
+                "trace_data_se": dse.numpy(),
+                "probes": n.numpy(),
+            }
+        )
         dw = weight_perturbation(model, sites, choices).merge(info[["site", "params", "trace", "trace_se"]])
         # A negative trace is noise or a non-convex direction at a non-minimum; HAWQ's Ω assumes ≥ 0.
         dw["omega"] = dw.trace.clip(lower=0) / dw.params * dw.dw2
         dw["omega_se"] = dw.trace_se / dw.params * dw.dw2
         frame = dw[["site", "format", "omega", "omega_se"]].reset_index(drop=True)
-        return SensitivityTable(frame, self.name, {"tol": tol, "max_samples": max_samples, "seed": seed,
-                                                   "objective": objective.name}, info)
+        return SensitivityTable(
+            frame,
+            self.name,
+            {
+                "method": used,
+                "why": why,
+                "tol": tol,
+                "max_samples": max_samples,
+                "max_probes": max_probes,
+                "seed": seed,
+                "objective": objective.name,
+                "seconds": round(seconds, 4),
+            },
+            info,
+        )

@@ -16,6 +16,7 @@ from ..apply import apply
 from ..data import CalibrationData, as_data
 from ..examples import load_example
 from ..loading import load_model
+from ..model import set_mode
 from ..objectives import get_objective, measure
 from ..sensitivity import SensitivityTable
 from .spec import COST_METRICS, NO_HARDWARE, GridPoint, ModelSpec, StudySpec
@@ -44,7 +45,7 @@ def load_study_model(m: ModelSpec, metrics: list[str]) -> StudyModel:
     if m.test_data:
         test = m.test_data
     evaluation = as_data(test, m.batch_size) if test is not None else calibration
-    model.eval()
+    set_mode(model, False)
     if any(get_objective(n).needs_reference for n in metrics):
         evaluation = evaluation.with_reference(model)
     return StudyModel(model, calibration, evaluation, "test" if test is not None else "calibration",

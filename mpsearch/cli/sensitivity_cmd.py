@@ -1,0 +1,82 @@
+"""`mpsearch sensitivity`: estimate Ω(site, format) with error bars, print it and save it as CSV."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import api
+from ..formats import DEFAULT_FORMATS
+from ..plan import atomic_write_text
+from ..sensitivity import estimator_names
+from ._common import Inputs, add_data_args, add_model_args, info
+from ._registry import command
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set {text!r} must look like KEY=VALUE, e.g. tol=0.02")
+    for conv in (int, float):
+        try:
+            return key, conv(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, required=False)
+    add_data_args(p)
+    p.add_argument(
+        "--estimator",
+        help=f"one of {', '.join(estimator_names())} (default: hessian; measured with --data zeroq)",
+    )
+    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
+    p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
+    p.add_argument(
+        "--tol", type=float, help="relative standard error target for Hessian traces (default 0.05)"
+    )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an estimator setting, e.g. --set method=hutchinson --set max_probes=400",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="recompute instead of reusing the cache")
+    p.add_argument("-o", "--output", default="sensitivity.csv", help="where to write the table (CSV)")
+
+
+@command("sensitivity", "estimate per-site, per-format sensitivity with error bars", arguments)
+def run(args: argparse.Namespace) -> int:
+    inp = Inputs(args)
+    settings = dict(args.settings)
+    if args.tol is not None:
+        settings["tol"] = args.tol
+    estimator = args.estimator or ("measured" if inp.zeroq else "hessian")
+    table = api.sensitivity(
+        inp.model,
+        inp.data,
+        estimator=estimator,
+        formats=args.formats,
+        objective=args.objective or inp.objective,
+        seed=args.seed,
+        cache=not args.no_cache,
+        **settings,
+    )
+    frame = table.frame.copy()
+    frame["rel_se"] = (frame.omega_se / frame.omega.abs()).where(frame.omega != 0)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if table.site_info is not None:
+        print()
+        print(table.site_info.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    shown = {k: v for k, v in table.settings.items() if k not in ("why",)}
+    info(f"estimator {table.estimator}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    if table.settings.get("why"):
+        info(f"({table.settings['why']})")
+    atomic_write_text(args.output, frame.to_csv(index=False))
+    info(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,236 @@
+"""Per-sample weight gradients of every site from one forward and a few backward passes.
+
+A site's weight gradient for sample x is G_x = Σ_t δ_t a_tᵀ (δ: gradient at the module's output,
+a: its input patch at position t). Hooks record a and the output during one forward; each backward
+asks autograd only for δ at the site outputs (no parameter gradients are formed), and the
+per-sample quantities are built from (a, δ) directly — the ghost-norm / unfold trick that Opacus and
+BackPACK use. That is what makes the Gauss-Newton trace, the empirical Fisher and the first-order
+Taylor score cost a handful of backward passes instead of one pass per sample.
+
+Supported: Linear, Conv1d/Conv2d (zero padding) and Embedding modules whose weight is used by that
+one module, once per forward. Anything else raises `Unsupported`, and the caller falls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import Site, _module_sites
+
+_CHUNK_ELEMS = 1 << 24  # per-sample intermediates are built in chunks of at most ~16M elements
+
+
+class Unsupported(Exception):
+    """This site's per-sample gradients cannot be formed from module hooks."""
+
+
+def _conv_patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """(N, Cin, *spatial) -> (N, positions, Cin·k) patches laid out like `weight.reshape(O, -1)`."""
+    if m.padding_mode != "zeros":
+        raise Unsupported(f"padding_mode={m.padding_mode!r}")
+    one_d = a.dim() == 3
+    if one_d:
+        a = a.unsqueeze(2)
+    k = (1, *m.kernel_size) if one_d else tuple(m.kernel_size)
+    s = (1, *m.stride) if one_d else tuple(m.stride)
+    d = (1, *m.dilation) if one_d else tuple(m.dilation)
+    if isinstance(m.padding, str):
+        pads = []
+        if m.padding == "same":
+            for kk, dd in zip(reversed(k), reversed(d), strict=False):
+                total = dd * (kk - 1)
+                pads += [total // 2, total - total // 2]
+            a = F.pad(a, pads)
+        p = (0, 0)
+    else:
+        p = (0, *m.padding) if one_d else tuple(m.padding)
+    return F.unfold(a, k, dilation=d, padding=p, stride=s).transpose(1, 2)
+
+
+class SiteTap:
+    """One site's module: its recorded input and output, and per-sample products with a gradient δ."""
+
+    def __init__(self, site: Site, module: nn.Module):
+        self.site, self.module = site, module
+        self.kind = (
+            "embedding"
+            if isinstance(module, nn.Embedding)
+            else ("linear" if isinstance(module, nn.Linear) else "conv")
+        )
+        if isinstance(module, nn.Conv3d) or isinstance(module, nn.modules.conv._ConvTransposeNd):
+            raise Unsupported(f"{type(module).__name__}")
+        self.groups = getattr(module, "groups", 1)
+        self.inp: torch.Tensor | None = None
+        self.out: torch.Tensor | None = None
+        self.calls = 0
+        self.batch = 0  # samples in the current forward
+        self.muted = False  # set while the estimator itself calls the module
+        self.act_params: dict[str, dict] = {}  # calibrated input scales per activation format (WEIGHT:ACT)
+        self._rows: torch.Tensor | None = None
+
+    # ---- recording -------------------------------------------------------------------------------
+    def hook(self, module, inputs, output):
+        if self.muted:
+            return None
+        self.calls += 1
+        if self.calls > 1:
+            raise Unsupported(f"module of site {self.site.name!r} runs more than once per forward")
+        inp = inputs[0].detach()
+        if self.batch > 1 and output.shape[0] == 1 and inp.shape[0] == 1:
+            # shared by the batch, broadcast downstream (BERT's position ids): one copy per sample
+            inp, output = inp.expand(self.batch, *inp.shape[1:]), output.expand(self.batch, *output.shape[1:])
+        self.inp = inp
+        self._rows = None
+        self.out = output
+        # downstream in-place ops (ReLU(inplace=True)) must not rewrite the tensor we take δ at
+        return output.clone()
+
+    def reset(self, batch: int = 0) -> None:
+        self.inp = self.out = self._rows = None
+        self.calls = 0
+        self.batch = batch
+
+    # ---- layout ----------------------------------------------------------------------------------
+    def rows(self) -> torch.Tensor:
+        """Input as (N, T, groups, K_g): K_g matches the columns of weight.reshape(O, -1)."""
+        if self._rows is None:
+            a = self.inp.float()
+            n = a.shape[0]
+            a = a.reshape(n, -1, a.shape[-1]) if self.kind == "linear" else _conv_patches(self.module, a)
+            self._rows = a.reshape(n, a.shape[1], self.groups, -1)
+        return self._rows
+
+    def deltas(self, g: torch.Tensor) -> torch.Tensor:
+        """Output gradient as (N, T, groups, O_g)."""
+        g = g.float()
+        n = g.shape[0]
+        if self.kind == "linear":
+            g = g.reshape(n, -1, g.shape[-1])
+        else:
+            g = g.reshape(n, g.shape[1], -1).transpose(1, 2)
+        return g.reshape(n, g.shape[1], self.groups, -1)
+
+    def weight_rows(self, w: torch.Tensor) -> torch.Tensor:
+        """A weight-shaped tensor as (groups, O_g, K_g)."""
+        w = w.float()
+        return w.reshape(self.groups, w.shape[0] // self.groups, -1)
+
+    # ---- embedding: per-(sample, row) gradient blocks ------------------------------------------
+    def _embedding_blocks(self, g: torch.Tensor):
+        ids = self.inp.reshape(self.inp.shape[0], -1)
+        n, t = ids.shape
+        g = g.float().reshape(n * t, -1)
+        keys = (torch.arange(n, device=ids.device)[:, None] * self.module.num_embeddings + ids).reshape(-1)
+        pad = self.module.padding_idx
+        if pad is not None:  # autograd gives the padding row no gradient
+            keep = ids.reshape(-1) != pad
+            keys, g = keys[keep], g[keep]
+        uniq, inv = torch.unique(keys, return_inverse=True)
+        blocks = torch.zeros(len(uniq), g.shape[1], device=g.device).index_add_(0, inv, g)
+        return uniq // self.module.num_embeddings, uniq % self.module.num_embeddings, blocks, n
+
+    # ---- per-sample products -------------------------------------------------------------------
+    def _chunks(self, n: int, per_sample: int):
+        step = max(1, _CHUNK_ELEMS // max(per_sample, 1))
+        for i in range(0, n, step):
+            yield slice(i, min(n, i + step))
+
+    def _dense_grads(self, a: torch.Tensor, d: torch.Tensor):
+        """Yield (slice, per-sample gradients (n, groups, O_g, K_g)) in memory-bounded chunks."""
+        per = d.shape[2] * d.shape[3] * a.shape[3]
+        for sl in self._chunks(a.shape[0], per + a.shape[1] * (a.shape[3] + d.shape[3])):
+            yield sl, torch.einsum("ntgo,ntgk->ngok", d[sl], a[sl])
+
+    def sq_norms(self, g: torch.Tensor) -> torch.Tensor:
+        """‖G_x‖²_F per sample, shape (N,)."""
+        if self.kind == "embedding":
+            samp, _, blocks, n = self._embedding_blocks(g)
+            return torch.zeros(n, device=blocks.device).index_add_(0, samp, blocks.pow(2).sum(1))
+        a, d = self.rows(), self.deltas(g)
+        n, t, _, k = a.shape
+        if t == 1:
+            return (a.pow(2).sum(-1) * d.pow(2).sum(-1)).sum((1, 2))
+        out = torch.empty(n, device=a.device)
+        if t * t * (k + d.shape[3]) < t * k * d.shape[3]:  # Gram form: Σ_{t,t'} (a_t·a_t')(δ_t·δ_t')
+            for sl in self._chunks(n, t * t * self.groups):
+                ga = torch.einsum("ntgk,nsgk->ngts", a[sl], a[sl])
+                gd = torch.einsum("ntgo,nsgo->ngts", d[sl], d[sl])
+                out[sl] = (ga * gd).sum((1, 2, 3))
+            return out
+        for sl, gx in self._dense_grads(a, d):
+            out[sl] = gx.pow(2).sum((1, 2, 3))
+        return out
+
+    def contract(self, g: torch.Tensor, mats: Sequence[torch.Tensor], power: int) -> torch.Tensor:
+        """Σ_i (G_x)_i^power · M_i per sample and matrix M (weight-shaped): shape (N, len(mats))."""
+        if self.kind == "embedding":
+            samp, row, blocks, n = self._embedding_blocks(g)
+            bp = blocks.pow(power)
+            out = torch.zeros(n, len(mats), device=blocks.device)
+            for j, m in enumerate(mats):
+                out[:, j].index_add_(0, samp, (bp * m.float()[row]).sum(1))
+            return out
+        a, d = self.rows(), self.deltas(g)
+        ms = torch.stack([self.weight_rows(m) for m in mats])  # (F, groups, O_g, K_g)
+        if a.shape[1] == 1:  # G_x = δ aᵀ is rank one: never materialize it
+            return torch.einsum("ngo,fgok,ngk->nf", d[:, 0].pow(power), ms, a[:, 0].pow(power))
+        out = torch.empty(a.shape[0], len(mats), device=a.device)
+        flat = ms.reshape(len(mats), -1)
+        for sl, gx in self._dense_grads(a, d):
+            out[sl] = gx.pow(power).reshape(gx.shape[0], -1) @ flat.T
+        return out
+
+
+class Taps:
+    """Context manager: hooks on the sites' modules; `deltas(out_grads)` runs one backward."""
+
+    def __init__(self, model: nn.Module, sites: list[Site]):
+        found = _module_sites(model)  # param -> every (kind, module) that uses it
+        self.taps: list[SiteTap] = []
+        for s in sites:
+            if s.param not in found:
+                raise Unsupported(f"site {s.name!r} is not the weight of a Linear/Conv/Embedding module")
+            if len(found[s.param]) > 1:
+                raise Unsupported(f"site {s.name!r} shares its weight with another module")
+            self.taps.append(SiteTap(s, found[s.param][0][1]))
+        self._handles = []
+
+    def __enter__(self) -> Taps:
+        self._handles = [t.module.register_forward_hook(t.hook) for t in self.taps]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        for t in self.taps:
+            t.reset()
+
+    def reset(self, batch: int = 0) -> None:
+        """Forget the last forward; `batch` is the number of samples in the next one."""
+        for t in self.taps:
+            t.reset(batch)
+
+    def check(self) -> None:
+        missing = [t.site.name for t in self.taps if t.out is None]
+        if missing:
+            raise Unsupported(f"sites {missing} did not run in the forward pass")
+        if any(not t.out.requires_grad for t in self.taps):
+            raise Unsupported("site outputs do not require grad (are the site weights frozen?)")
+
+    def deltas(self, out: torch.Tensor, cotangent: torch.Tensor, retain: bool = True) -> list[torch.Tensor]:
+        """δ at every site's output for the backward of `out` with `cotangent`."""
+        outs = [t.out for t in self.taps]
+        return list(
+            torch.autograd.grad(
+                out,
+                outs,
+                grad_outputs=cotangent,
+                retain_graph=retain,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+        )

@@ -1,0 +1,150 @@
+"""Per-site Hessian traces agree with the exact Hessian (torch.autograd.functional.hessian)."""
+
+import pytest
+import torch
+from torch import nn
+
+import mpsearch
+import mpsearch.examples
+from mpsearch.data import as_data
+from mpsearch.model import sites
+from mpsearch.objectives import get_objective
+from mpsearch.sensitivity import get_estimator
+from mpsearch.sensitivity.hessian import data_loss
+
+
+def exact_block_traces(model, data, objective, site_list):
+    """Tr of each site's diagonal Hessian block, from the full Hessian of the data loss."""
+    out = []
+    for s in site_list:
+        p = model.get_parameter(s.param)
+        w0 = p.detach().clone()
+
+        def f(w, p=p, s=s):
+            return data_loss(
+                model,
+                data,
+                objective,
+                call=lambda x: torch.func.functional_call(model, {s.param: w.reshape(p.shape)}, (x,)),
+            )
+
+        h = torch.autograd.functional.hessian(f, w0.reshape(-1))
+        out.append(float(torch.diagonal(h).sum()))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def tanh_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 4)).eval()
+
+
+def relu_cnn():
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 16, 3),
+    ).eval()
+
+
+def _data(shape, classes, n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return as_data((torch.randn((n, *shape), generator=g), torch.randint(0, classes, (n,), generator=g)), 16)
+
+
+def _estimate(model, data, objective="cross_entropy", **settings):
+    obj = get_objective(objective)
+    if obj.needs_reference:
+        data = data.with_reference(model)
+    site_list = sites(model, data.first_x)
+    table = get_estimator("hessian", **settings).estimate(
+        model, site_list, mpsearch.formats.parse_choices("int4", []), data, obj, seed=3
+    )
+    return table, site_list, data, obj
+
+
+@pytest.mark.parametrize("hvp", ["func", "double"])
+def test_hutchinson_matches_exact_hessian_within_error_bars(hvp):
+    model, data = tanh_mlp(), _data((6,), 4)
+    table, site_list, data, obj = _estimate(model, data, tol=0.1, max_probes=1500, hvp=hvp)
+    assert table.settings["method"] == "hutchinson"  # tanh: the GGN is not the Hessian here
+    info = table.site_info
+    exact = exact_block_traces(model, data, obj, site_list)
+    z = (torch.tensor(info.trace.values) - exact).abs() / torch.tensor(info.trace_se.values)
+    assert (z < 4).all(), (info, exact)
+    assert ((info.trace_se / info.trace.abs() <= 0.1) | (info.probes == 1500)).all()
+    assert (info.probes < 1500).any()  # adaptive: a converged site stops being probed
+
+
+def test_ggn_is_chosen_and_exact_for_a_piecewise_linear_cnn():
+    model, data = relu_cnn(), _data((2, 8, 8), 3)
+    table, site_list, data, obj = _estimate(model, data)
+    assert table.settings["method"] == "ggn"
+    exact = exact_block_traces(model, data, obj, site_list)
+    torch.testing.assert_close(torch.tensor(table.site_info.trace.values), exact, rtol=1e-4, atol=1e-7)
+    assert (table.site_info.trace_se == 0).all()
+
+
+def test_ggn_is_exact_for_label_free_kl_on_a_nonlinear_model():
+    model, data = tanh_mlp(), _data((6,), 4)
+    table, site_list, data, obj = _estimate(model, as_data(torch.cat([b.x for b in data])), objective="kl")
+    assert table.settings["method"] == "ggn"
+    exact = exact_block_traces(model, data, obj, site_list)
+    torch.testing.assert_close(torch.tensor(table.site_info.trace.values), exact, rtol=1e-4, atol=1e-8)
+
+
+def test_sampled_ggn_for_wide_outputs_is_within_error_bars():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 80)).eval()  # 80 outputs > 64: sampled
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
+    table, site_list, data, obj = _estimate(model, as_data(x), objective="mse", tol=0.02, max_probes=2000)
+    info = table.site_info
+    # the last layer's sampled columns all have the same norm (√(2w)·±1): zero variance, exact
+    assert table.settings["method"] == "ggn" and info.trace_se[0] > 0 and info.trace_se[1] == 0
+    exact = exact_block_traces(model, data, obj, site_list)
+    assert (
+        (torch.tensor(info.trace.values) - exact).abs() <= 4 * torch.tensor(info.trace_se.values) + 1e-5
+    ).all()
+
+
+def test_token_outputs_use_sampled_columns_and_match_exact():
+    class Tok(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(4)
+            self.emb, self.l1, self.l2 = nn.Embedding(9, 6), nn.Linear(6, 8), nn.Linear(8, 5)
+
+        def forward(self, ids):
+            return self.l2(torch.relu(self.l1(self.emb(ids))))
+
+    g = torch.Generator().manual_seed(0)
+    ids, y = torch.randint(0, 9, (24, 5), generator=g), torch.randint(0, 5, (24, 5), generator=g)
+    model = Tok().eval()
+    table, site_list, data, obj = _estimate(model, as_data((ids, y)), tol=0.02, max_probes=3000)
+    info = table.site_info
+    assert table.settings["method"] == "ggn" and (info.trace_se > 0).all()
+    exact = exact_block_traces(model, data, obj, site_list)
+    assert ((torch.tensor(info.trace.values) - exact).abs() < 4 * torch.tensor(info.trace_se.values)).all()
+
+
+def test_digits_default_uses_ggn_and_meets_tolerance():
+    ex = mpsearch.examples.load_example("digits-cnn")
+    t = mpsearch.sensitivity(ex.model, ex.calibration, formats="int2,int4,int8")
+    assert t.settings["method"] == "ggn"
+    assert len(t.frame) == 15 and (t.frame.omega > 0).all()
+    assert (t.site_info.trace_se <= 0.05 * t.site_info.trace).all()  # 10 classes > 8: sampled columns, to tol
+    # Ω falls with bits at every site
+    p = t.pivot()
+    assert ((p["int2"] > p["int4"]) & (p["int4"] > p["int8"])).all()
+
+
+def test_unknown_method_is_a_usage_error():
+    model, data = tanh_mlp(), _data((6,), 4)
+    with pytest.raises(mpsearch.errors.UsageError, match="method"):
+        _estimate(model, data, method="lanczos")
