@@ -19,7 +19,7 @@ from ..errors import FormatError
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
 from ._elements import MINIFLOATS, Minifloat
 from ._integer import SCALE_BITS
-from ._scaling import CLIP_PATTERN, clip_name, fp16_scale, symmetric_clip
+from ._scaling import CLIP_PATTERN, clip_name, div, fp16_scale, symmetric_clip
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class MinifloatFormat(Format):
         self.check_activation()
 
         def fp32(c, emax):
-            s = c.float() / emax
+            s = div(c.float(), emax)
             return torch.where(s > 0, s, torch.ones_like(s))
 
         return {"scale": float(self._scale(sample.float().reshape(1, -1), fp32))}

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import FormatError
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
-from ._scaling import CLIP_PATTERN, asymmetric_range, clip_name, fp16_scale, symmetric_clip
+from ._scaling import CLIP_PATTERN, asymmetric_range, clip_name, div, fp16_scale, symmetric_clip
 
 SCALE_BITS = 16
 
@@ -136,7 +136,7 @@ class IntFormat(Format):
 
 
 def _fp32_scale(rng: torch.Tensor, qmax: float) -> torch.Tensor:
-    s = rng.float() / qmax
+    s = div(rng.float(), qmax)
     return torch.where(s > 0, s, torch.ones_like(s))
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
 from ._elements import E2M1, E4M3
-from ._scaling import absmax
+from ._scaling import absmax, div
 
 BLOCK = 16
 BLOCKS = Granularity("g", BLOCK)
@@ -44,9 +44,9 @@ class NVFP4Format(Format):
     def _scales(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(tensor scale g, block scales s on the E4M3 grid, shape (R, nb, 1)), float32."""
         amax = absmax(blocks)
-        g = amax.amax() / (E2M1.max * E4M3.max)
+        g = div(amax.amax(), E2M1.max * E4M3.max)
         g = torch.where(g > 0, g, torch.ones_like(g))
-        return g, E4M3.round(amax / E2M1.max / g)
+        return g, E4M3.round(div(amax, E2M1.max) / g)
 
     @staticmethod
     def _elements(blocks: torch.Tensor, g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

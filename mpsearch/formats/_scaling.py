@@ -33,10 +33,18 @@ def clip_name(method: str) -> str:
     return "" if method == "absmax" else f"_{method}"
 
 
+def div(a: torch.Tensor, b: float) -> torch.Tensor:
+    """a / b, correctly rounded on every device. CUDA divides a tensor by a CPU scalar as a multiply by
+    the reciprocal (1 ulp off unless b is a power of two), so a scale computed on the GPU could land on
+    the other side of an FP16 or E4M3 rounding boundary than on the CPU; a device tensor divisor keeps
+    the division exact and the formats bit-identical across devices."""
+    return a / torch.full((), b, dtype=a.dtype, device=a.device)
+
+
 def fp16_scale(clip: torch.Tensor, qmax: float) -> torch.Tensor:
     """The stored FP16 scale, as float32: the smallest FP16 value ≥ clip/qmax, so that rounding the
     scale never pushes an element past the largest code; 1 for an all-zero block."""
-    s = (clip.float() / qmax).clamp_(max=FP16_MAX)
+    s = div(clip.float(), qmax).clamp_(max=FP16_MAX)
     h = s.to(torch.float16)
     up = (h.view(torch.int16) + 1).view(torch.float16)  # next FP16 above a non-negative finite h
     out = torch.where(h.float() < s, up, h).float()
