@@ -20,7 +20,7 @@ from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
 from .search._base import check_feasible
-from .search.tolerance import Tolerance, within_tolerance
+from .search.tolerance import Tolerance, drop_check, within_tolerance
 from .sensitivity import SensitivityTable, get_estimator
 from .sensitivity import cache as sensitivity_cache
 from .sensitivity.pairwise import MeasuredLoss
@@ -87,9 +87,10 @@ def _fits(problem: SearchProblem, assignments: dict[str, str]) -> bool:
 
 def guard(model: nn.Module, data: CalibrationData, objective: Objective, problem: SearchProblem,
           assignments: dict[str, str], choices: list[Choice], ref: Reference,
-          acts: ActParams | None = None) -> tuple[dict[str, str], dict]:
+          acts: ActParams | None = None, admissible=None) -> tuple[dict[str, str], dict]:
     """Measure the plan and every uniform plan; never return a plan that measures worse than a uniform
-    plan that also fits the budget. Returns (assignments, measurements)."""
+    plan that also fits the budget (and passes `admissible`, e.g. a --max-drop tolerance).
+    Returns (assignments, measurements)."""
     metrics = [objective.name] + (["accuracy"] if data.labelled and objective.name != "accuracy" else [])
 
     def run(assign: dict[str, str]) -> dict[str, float]:
@@ -108,7 +109,7 @@ def guard(model: nn.Module, data: CalibrationData, objective: Objective, problem
         m = run(uni) | {"fits_budget": fits, "bytes": float(rows.bytes.sum()) + ref.fixed["bytes"],
                         "avg_bits": float(rows.bits.sum()) / ref.weights}
         result["uniform"][c.name] = m
-        if fits and m[objective.name] < best - 1e-12:
+        if fits and m[objective.name] < best - 1e-12 and (admissible is None or admissible(uni)):
             best_name, best = c.name, m[objective.name]
     if best_name is not None:
         result["guard"] = (f"uniform {best_name} measured a lower {objective.name} than the searched plan "
@@ -177,13 +178,15 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
     problem = SearchProblem(table, limits, list(ties or []), seed=seed,
                             evaluate=MeasuredLoss(model, data, obj, acts))
     searcher = get_searcher(search, **(search_settings or {}))
-    if max_drop is not None:  # bisection to tolerance; the guard then works at the accepted cost
-        sol, problem = within_tolerance(problem, searcher, model, data, max_drop, drop_metric)
+    check = None if max_drop is None else drop_check(model, data, max_drop, drop_metric, acts)
+    if check is not None:  # bisection to tolerance; the guard then works at the accepted cost
+        sol, problem = within_tolerance(problem, searcher, check)
     else:
         sol = searcher.search(problem)
     assignments, measured = sol.assignments, {}
     if guard_uniform:
-        assignments, measured = guard(model, data, obj, problem, assignments, choices, ref, acts)
+        assignments, measured = guard(model, data, obj, problem, assignments, choices, ref, acts,
+                                      admissible=None if check is None else check.accepts)
     if sol.history is not None and len(sol.history) <= 100:  # what the search measured (bisection, refine)
         measured["search"] = sol.history.drop(columns="assignments", errors="ignore").to_dict("records")
     result = Plan(

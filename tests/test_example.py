@@ -67,3 +67,35 @@ def test_guard_returns_uniform_when_it_measures_better(digits, digits_sensitivit
     best = min(fitting, key=lambda k: fitting[k]["cross_entropy"])
     assert set(plan.assignments.values()) == {best}
     assert m["plan"]["cross_entropy"] == fitting[best]["cross_entropy"]
+
+
+def test_guard_only_swaps_in_admissible_uniform_plans(digits):
+    from mpsearch import hardware_models
+    from mpsearch.api import guard
+    from mpsearch.formats import parse_choices
+    from mpsearch.objectives import get_objective
+    from mpsearch.search import SearchProblem
+
+    data = as_data(digits.calibration)
+    site_list = mpsearch.sites(digits.model, data.first_x)
+    choices = parse_choices("int2,int4", [])
+    table = hardware_models.cost_table(site_list, choices).assign(omega=0.0)
+    problem = SearchProblem(table, {"bits": 1e12})
+    ref = hardware_models.reference(digits.model, site_list)
+    bad = {s.name: "int2" for s in site_list}
+    obj = get_objective("cross_entropy")
+    swapped, m = guard(digits.model, data, obj, problem, bad, choices, ref)
+    assert set(swapped.values()) == {"int4"} and "guard" in m
+    kept, m2 = guard(digits.model, data, obj, problem, bad, choices, ref, admissible=lambda a: False)
+    assert kept == bad and "guard" not in m2  # e.g. a uniform plan that breaks a --max-drop tolerance
+
+
+def test_max_drop_plan_keeps_its_tolerance(digits_shared, digits_sensitivity):
+    from mpsearch.search.tolerance import drop_check
+
+    d = digits_shared
+    plan = mpsearch.plan(d.model, d.calibration, max_drop="0.5%", sensitivity=digits_sensitivity,
+                         formats=["int2", "int3", "int4", "int5", "int6", "int8", "bf16"])
+    check = drop_check(d.model, as_data(d.calibration), "0.5%")
+    assert check.accepts(plan.assignments)
+    assert plan.totals["avg_bits"] < 5  # and it is genuinely compressed

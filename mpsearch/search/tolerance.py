@@ -106,10 +106,24 @@ def cheapest_within(problem: SearchProblem, searcher: Searcher, drop: Callable[[
     return best, problem.with_limits(dict(problem.limits, **{column: best.totals[column]}))
 
 
-def within_tolerance(problem: SearchProblem, searcher: Searcher, model, data, max_drop,
-                     metric: str | None = None) -> tuple[Solution, SearchProblem]:
-    """`cheapest_within` with the drop of `metric` (default: accuracy with labels, else the objective
-    the data implies) measured on `data`, the calibration data the plan sees."""
+@dataclass
+class DropCheck:
+    """How far a plan's measured `metric` falls below the FP model's on the calibration data, and
+    how far it may: the acceptance test of `--max-drop`, shared by the bisection and the guard."""
+
+    drop: Callable[[dict[str, str]], float]
+    allowed: float
+    metric: str
+    fp: float
+    tolerance: Tolerance
+
+    def accepts(self, assignments: dict[str, str]) -> bool:
+        return self.drop(assignments) <= self.allowed
+
+
+def drop_check(model, data, max_drop, metric: str | None = None, acts=None) -> DropCheck:
+    """The drop of `metric` (default: accuracy with labels, else the objective the data implies);
+    WEIGHT:ACT choices use the plan's calibrated activation parameters `acts`."""
     from ..apply import quantized
     from ..objectives import default_objective, get_objective, measure
 
@@ -118,11 +132,20 @@ def within_tolerance(problem: SearchProblem, searcher: Searcher, model, data, ma
                                                 else default_objective(data))
     fp = measure(model, data, [obj])[obj.name]
     sign = -1.0 if obj.higher_is_better else 1.0
+    seen: dict[frozenset, float] = {}
 
     def drop(assign: dict[str, str]) -> float:
-        with quantized(model, assign):
-            return sign * (measure(model, data, [obj])[obj.name] - fp)
+        key = frozenset(assign.items())
+        if key not in seen:
+            with quantized(model, assign, acts, data):
+                seen[key] = sign * (measure(model, data, [obj])[obj.name] - fp) + 0.0  # + 0.0: no -0.0
+        return seen[key]
 
-    sol, at = cheapest_within(problem, searcher, drop, tol.allowed(fp, obj.name))
-    sol.history = sol.history.assign(metric=obj.name, fp=fp, tolerance=str(tol))
+    return DropCheck(drop, tol.allowed(fp, obj.name), obj.name, fp, tol)
+
+
+def within_tolerance(problem: SearchProblem, searcher: Searcher, check: DropCheck) -> tuple[Solution, SearchProblem]:
+    """`cheapest_within` under a `DropCheck` measured on the calibration data the plan sees."""
+    sol, at = cheapest_within(problem, searcher, check.drop, check.allowed)
+    sol.history = sol.history.assign(metric=check.metric, fp=check.fp, tolerance=str(check.tolerance))
     return sol, at
