@@ -30,12 +30,10 @@ UNITS = {"memory": ("bytes", "size (MB)", 1e-6), "bits": ("avg_bits", "average b
 
 
 def non_dominated(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """Mask of points no other point beats on both (≤ on both and < on one)."""
-    out = np.ones(len(cost), bool)
-    for i in range(len(cost)):
-        better = (cost <= cost[i]) & (loss <= loss[i]) & ((cost < cost[i]) | (loss < loss[i]))
-        out[i] = not better.any()
-    return out
+    """Mask of (cost, loss) points no other point beats on both (≤ on both and < on one)."""
+    from ..study.pareto import pareto_mask
+
+    return pareto_mask(np.column_stack([cost, loss]), [False, False])
 
 
 @dataclass
@@ -143,14 +141,14 @@ def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[f
 
 
 def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
-                 formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
-                 sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
-                 test=None, guard_uniform: bool = False, seed: int = 0,
-                 progress: bool | None = None) -> ParetoFront:
+           formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
+           sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
+           test=None, guard_uniform: bool = False, seed: int = 0, progress: bool | None = None) -> ParetoFront:
     """Plan at `points` budgets of `metric` from the cheapest achievable to the 16-bit model (plus each
     uniform plan's cost, or exactly `budgets`), measure every plan on `data` (and `test`), and return
     the front. The sensitivity is estimated once (or taken from `sensitivity`)."""
     from .. import hardware_models
+    from ..activations import calibrate_choices
     from ..api import plan as make_plan
     from ..api import sensitivity as estimate
     from ..apply import quantized
@@ -164,8 +162,8 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
     data = as_data(data)
     obj = get_objective(objective) if objective else default_objective(data)
     site_list = sites(model, data.first_x)
-    choices = parse_choices(formats, DEFAULT_FORMATS)
     hw = hardware_models.get(hardware)
+    choices = hardware_models.supported(hw, parse_choices(formats, DEFAULT_FORMATS))  # as plan() does
     costs = hardware_models.cost_table(site_list, choices, hw)
     col = COLUMNS[metric]
     if col not in costs.columns:
@@ -191,8 +189,10 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
         data = data.with_reference(model)
         test = test.with_reference(model) if test is not None else None
 
+    acts = calibrate_choices(model, data, site_list, choices)  # WEIGHT:ACT choices: scales as apply uses
+
     def measured(assign: dict[str, str]) -> dict[str, float]:
-        with quantized(model, assign):
+        with quantized(model, assign, acts):
             out = {f"cal_{k}": v for k, v in measure(model, data, metrics).items()}
             if test is not None:
                 out |= {f"test_{k}": v for k, v in measure(model, test, metrics).items()}
