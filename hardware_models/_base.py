@@ -19,6 +19,7 @@ from mpsearch.budget import Reference
 from mpsearch.errors import UsageError
 from mpsearch.formats import Choice, get_choice
 from mpsearch.model import Site
+from mpsearch.registry import Registry
 
 log = logging.getLogger("mpsearch")
 
@@ -53,16 +54,9 @@ class CostModel(ABC):
         return {}
 
 
-_REGISTRY: dict[str, type[CostModel]] = {}
-
-
-def register_cost_model(cls: type[CostModel]) -> type[CostModel]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def cost_model_names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[CostModel] = Registry("hardware", hint="(or a spec .toml file)")
+register_cost_model = _REGISTRY.register()
+cost_model_names = _REGISTRY.names
 
 
 def get(name: str | CostModel | None, **kwargs) -> CostModel | None:
@@ -79,10 +73,7 @@ def get(name: str | CostModel | None, **kwargs) -> CostModel | None:
     workload.update(kwargs)
     if key.endswith(".toml"):
         return AnalyticalCostModel(spec=key, **workload)
-    if key not in _REGISTRY:
-        known = ", ".join(cost_model_names()) or "none installed"
-        raise UsageError(f"unknown hardware {key!r}; choose one of: {known} (or a spec .toml file)")
-    return _REGISTRY[key](**workload)
+    return _REGISTRY.create(key, **workload)
 
 
 def supported(hardware: CostModel | None, choices: list[Choice]) -> list[Choice]:

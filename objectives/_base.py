@@ -10,6 +10,7 @@ from torch import nn
 from mpsearch.data import Batch, CalibrationData, primary_output
 from mpsearch.errors import UsageError
 from mpsearch.model import call_model, eval_mode
+from mpsearch.registry import Registry
 
 
 class Objective(ABC):
@@ -28,24 +29,15 @@ class Objective(ABC):
         return self.name
 
 
-_REGISTRY: dict[str, type[Objective]] = {}
-
-
-def register_objective(cls: type[Objective]) -> type[Objective]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def objective_names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Objective] = Registry("objective")
+register_objective = _REGISTRY.register()
+objective_names = _REGISTRY.names
 
 
 def get_objective(name: str | Objective) -> Objective:
     if isinstance(name, Objective):
         return name
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown objective {name!r}; choose one of {', '.join(objective_names())}")
-    return _REGISTRY[name]()
+    return _REGISTRY.create(name)
 
 
 def default_objective(data: CalibrationData) -> Objective:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfeasibleBudget, UsageError
+from ..registry import Registry
 
 PAIRWISE_COLUMNS = ["site_a", "format_a", "site_b", "format_b", "omega"]
 
@@ -268,21 +269,12 @@ class Searcher(ABC):
     def search(self, problem: SearchProblem) -> Solution: ...
 
 
-_REGISTRY: dict[str, type[Searcher]] = {}
-
-
-def register_searcher(cls: type[Searcher]) -> type[Searcher]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def searcher_names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Searcher] = Registry("search")
+register_searcher = _REGISTRY.register()
+searcher_names = _REGISTRY.names
 
 
 def get_searcher(name: str | Searcher, **settings) -> Searcher:
     if isinstance(name, Searcher):
         return name
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown search {name!r}; choose one of {', '.join(searcher_names())}")
-    return _REGISTRY[name](**settings)
+    return _REGISTRY.create(name, **settings)

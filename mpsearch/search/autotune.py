@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data import Batch, CalibrationData, _slice, as_data
 from ..errors import UsageError
+from ..registry import Registry
 
 
 @dataclass
@@ -44,16 +45,9 @@ class Knob(ABC):
     def apply(self, kwargs: dict, value) -> None: ...
 
 
-_KNOBS: dict[str, type[Knob]] = {}
-
-
-def register_knob(cls: type[Knob]) -> type[Knob]:
-    _KNOBS[cls.name] = cls
-    return cls
-
-
-def knob_names() -> list[str]:
-    return list(_KNOBS)
+_KNOBS: Registry[Knob] = Registry("knob", ordered=True)  # registration order: the order knobs are tuned in
+register_knob = _KNOBS.register()
+knob_names = _KNOBS.names
 
 
 @register_knob
@@ -190,10 +184,7 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
     base_formats = [c.name for c in parse_choices(formats, DEFAULT_FORMATS)]
     ctx = TuneContext(base_formats, data.labelled)
     chosen = knobs if knobs is not None else knob_names()
-    unknown = [k for k in chosen if k not in _KNOBS]
-    if unknown:
-        raise UsageError(f"unknown knob(s) {unknown}; choose from {', '.join(knob_names())}")
-    space = {k: _KNOBS[k]().options(ctx) for k in chosen}
+    space = {k: _KNOBS.create(k).options(ctx) for k in chosen}  # an unknown knob: UsageError naming the choices
     space = {k: v for k, v in space.items() if len(v) > 1}
     if not space:
         raise UsageError("no knob has more than one option here; nothing to tune")
@@ -206,7 +197,7 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
         kwargs = {"formats": list(base_formats), "estimator": "hessian", "search": search,
                   "objective": None, "search_settings": {}}
         for k, v in values.items():
-            _KNOBS[k]().apply(kwargs, v)
+            _KNOBS.create(k).apply(kwargs, v)
         return kwargs
 
     def evaluate(values: dict) -> float:

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ..data import CalibrationData
-from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site
+from ..registry import Registry
 
 
 @dataclass
@@ -68,30 +68,15 @@ class Estimator(ABC):
     ) -> SensitivityTable: ...
 
 
-_REGISTRY: dict[str, type[Estimator]] = {}
-
-
-def register_estimator(*names: str):
-    """Class decorator registering an estimator under one or more names."""
-
-    def deco(cls: type[Estimator]) -> type[Estimator]:
-        for n in names:
-            _REGISTRY[n] = cls
-        return cls
-
-    return deco
-
-
-def estimator_names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Estimator] = Registry("estimator")
+register_estimator = _REGISTRY.register  # @register_estimator("name", "alias", ...)
+estimator_names = _REGISTRY.names
 
 
 def get_estimator(name: str | Estimator, **settings) -> Estimator:
     if isinstance(name, Estimator):
         return name
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown estimator {name!r}; choose one of {', '.join(estimator_names())}")
-    return _REGISTRY[name](**settings)
+    return _REGISTRY.create(name, **settings)
 
 
 def table_from_samples(name: str, sites: list[Site], choices: list[Choice], per: torch.Tensor, reduce,

@@ -32,3 +32,14 @@ def test_wrong_name_gets_close_matches(capsys):
     err = capsys.readouterr().err
     assert "unknown format 'mxfp5'" in err and "mxfp4" in err and "Traceback" not in err
     assert main(["formats", "--shape", "4096xk"]) == 2
+
+
+def test_output_piped_into_head_is_not_an_error():
+    """`mpsearch formats | head`: the reader leaves early; that is a clean exit, not an 'internal error'.
+    (`true` leaves before mpsearch has imported torch, so the write always meets a closed pipe.)"""
+    import subprocess
+    import sys
+
+    r = subprocess.run(f"'{sys.executable}' -m mpsearch formats | true; echo ${{PIPESTATUS[0]}}", shell=True,
+                       capture_output=True, text=True, executable="/bin/bash")
+    assert r.stdout.strip() == "0" and r.stderr == ""
