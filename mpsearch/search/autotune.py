@@ -1,7 +1,8 @@
 """Autotune the pipeline's own knobs: pick the configuration that measures best on held-out data.
 
 A plan depends on choices the user rarely knows how to make: which estimator, which format variant
-(granularity, clipping, asymmetry — whatever the format registry names), which loss the sensitivity
+(granularity, clipping, asymmetry — whatever the format registry names), how activation scales are
+calibrated (min-max, MSE, OCTAV, percentile), which loss the sensitivity
 is taken on, how per-site damage aggregates. As Quantune does, try configurations and keep the one
 whose plan measures best on data the planner did not see. Each knob is a registered `Knob` whose
 options come from the registries at run time, so a new estimator or format variant joins without
@@ -103,6 +104,43 @@ class FormatVariantKnob(Knob):
 
 
 @register_knob
+class ActCalibrationKnob(Knob):
+    """How the activation scales of WEIGHT:ACT choices are calibrated: min-max (as given), MSE-optimal
+    clip, OCTAV, or a percentile clip. One option only (so not tuned) when no choice quantizes inputs."""
+
+    name = "act_calibration"
+    METHODS = ("", "_mse", "_octav", "_p9999", "_p999")
+
+    def options(self, ctx: TuneContext) -> list:
+        from ..errors import FormatError
+        from ..formats import get_choice
+
+        acts = [f for f in ctx.formats if ":" in f and get_choice(f).act is not None]
+        if not acts:
+            return [""]
+        out = []
+        for m in self.METHODS:
+            try:
+                for f in acts:
+                    get_choice(self._with(f, m))
+            except FormatError:  # e.g. the ACT name already carries a clip suffix
+                continue
+            out.append(m)
+        return out or [""]
+
+    @staticmethod
+    def _with(name: str, method: str) -> str:
+        return f"{name}{method}" if ":" in name and method else name
+
+    def apply(self, kwargs: dict, value) -> None:
+        from ..formats import get_choice
+
+        if value:
+            kwargs["formats"] = [self._with(f, value) if ":" in f and get_choice(f).act is not None else f
+                                 for f in kwargs["formats"]]
+
+
+@register_knob
 class SensitivityLossKnob(Knob):
     """The loss the estimator scores damage on: the task loss, or the label-free KL to the FP model."""
 
@@ -169,6 +207,7 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
     apply to every estimator that accepts them (e.g. {'max_probes': 32} for speed)."""
     import optuna
 
+    from ..activations import plan_params
     from ..api import plan as make_plan
     from ..api import sensitivity as estimate
     from ..apply import quantized
@@ -210,7 +249,7 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
         p = make_plan(model, data, budget, formats=kw["formats"], estimator=kw["estimator"], search=kw["search"],
                       seed=seed, hardware=hardware, objective=kw["objective"], guard_uniform=False,
                       search_settings=kw["search_settings"], sensitivity=sens_cache[key])
-        with quantized(model, p.assignments):
+        with quantized(model, p.assignments, plan_params(p.sites)):  # the plan's calibrated activation scales
             h = measure(model, held_out, [obj, *extra])
             c = measure(model, data.with_reference(model) if obj.needs_reference else data, [obj])
         rows.append({**values, f"held_out_{obj.name}": h[obj.name],

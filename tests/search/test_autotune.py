@@ -57,3 +57,24 @@ def test_split_holds_out_the_tail(mlp):
     assert bool((tail.batches[-1].y == mlp.calibration["y"][-len(tail.batches[-1].y):]).all())
     with pytest.raises(Exception, match="cannot hold out"):
         split(mlp.calibration, 1.0)
+
+
+def test_activation_calibration_is_a_knob(mlp):
+    """With WEIGHT:ACT choices the activation calibration method (min-max, MSE, percentile) is tuned, and the
+    winner's plan carries it; without them the knob has one option and drops out of the space."""
+    from mpsearch.search.autotune import ActCalibrationKnob
+
+    assert ActCalibrationKnob().options(TuneContext(["int2", "int4"], True)) == [""]
+    formats = ["int2:int8", "int4:int8", "int8:int8"]
+    r = autotune(mlp.model, mlp.calibration, "4bits", formats=formats, knobs=["act_calibration", "aggregate"],
+                 estimator_settings=FAST, trials=64)
+    methods = r.settings["space"]["act_calibration"]
+    assert {"", "_mse", "_p9999"} <= set(methods) and r.settings["exhaustive"]
+    assert len(r.trials) == len(methods) * 3
+    held = r.trials["held_out_cross_entropy"]
+    assert r.best["act_calibration"] == r.trials.loc[held.idxmin(), "act_calibration"]
+    suffix = r.best["act_calibration"]
+    assert all(f.endswith(":int8" + suffix) for f in r.plan.assignments.values())
+    # the calibration method changes the activation scales the plan stores
+    scales = {m: r.trials.loc[r.trials.act_calibration == m, "held_out_cross_entropy"].min() for m in methods}
+    assert len(set(scales.values())) > 1
