@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..errors import StudyError
 from ..study import load_spec, open_study, pareto_front, run_study, trials_frame, write_outputs
+from ..study.spec import GRID_DIMS
 from ..study.storage import redact, storage_url
 from ._common import info
 from ._registry import command
@@ -65,8 +66,10 @@ def _show(spec, storage) -> None:
     if len(df):
         names = [m.name for m in spec.objectives]
         front = pareto_front(df, spec.objectives, by=spec.series)
+        # grid dimensions outside the series that vary (e.g. the format set) tell same-budget points apart
+        others = [d for d in GRID_DIMS if d not in (*spec.series, "budget") and front[d].nunique() > 1]
         with pd.option_context("display.width", 200, "display.max_columns", 30):
-            print(front[["trial", *spec.series, "budget", *names]].to_string(index=False))
+            print(front[["trial", *spec.series, *others, "budget", *names]].to_string(index=False))
 
 
 @command("study", "batch studies: run, show or report a grid of plans (Pareto fronts)", arguments)

@@ -55,6 +55,32 @@ def _refresh(bar: tqdm, st: StoredStudy, mine: int | None = None) -> dict[str, i
     return status
 
 
+class _OnceFilter(logging.Filter):
+    """Passes each distinct message once: every trial on a target repeats the same notes (e.g. which
+    formats it cannot run), and one line says it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+@contextmanager
+def _once_each():
+    logger, f = logging.getLogger("mpsearch"), _OnceFilter()
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
 def run_worker(spec: StudySpec, storage: str | None = None, *, progress: bool | None = None,
                poll_seconds: float = 1.0) -> dict:
     """Work on the study until every grid point is finished; returns counts for this worker."""
@@ -64,7 +90,7 @@ def run_worker(spec: StudySpec, storage: str | None = None, *, progress: bool | 
     done = failed = 0
     try:
         st.ensure_grid()
-        with _progress_bar(spec, len(spec.grid()), progress) as bar, quiet_optuna():
+        with _progress_bar(spec, len(spec.grid()), progress) as bar, quiet_optuna(), _once_each():
             while True:
                 claimed = st.claim()
                 if claimed is None:

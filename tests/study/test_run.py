@@ -186,3 +186,20 @@ def test_waiting_trials_of_points_edited_away_are_not_run(tmp_path):
     df = load_study(study, include_failed=True, current_only=False)
     assert sorted(zip(df.budget, df.state, df.error.fillna(""), strict=True)) == [
         ("3bits", "COMPLETE", ""), ("4bits", "FAIL", "no longer in the study file")]
+
+
+def test_worker_says_each_note_once(caplog):
+    """Every trial on a target repeats the same notes (the formats it cannot run); a worker prints each once."""
+    import logging
+
+    from mpsearch.study.worker import _once_each
+
+    log = logging.getLogger("mpsearch")
+    with caplog.at_level("WARNING", logger="mpsearch"), _once_each():
+        for _ in range(3):
+            log.warning("excluded on %s (unsupported): %s", "m55-u55", "fp8_e4m3")
+        log.warning("excluded on %s (unsupported): %s", "orin", "nvfp4")
+    log.warning("excluded on %s (unsupported): %s", "m55-u55", "fp8_e4m3")  # outside a worker: not filtered
+    assert [r.getMessage() for r in caplog.records] == [
+        "excluded on m55-u55 (unsupported): fp8_e4m3", "excluded on orin (unsupported): nvfp4",
+        "excluded on m55-u55 (unsupported): fp8_e4m3"]
