@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import MpsearchError
 from . import (  # noqa: F401  (register the verbs)
     apply_cmd,
+    autotune_cmd,
     eval_cmd,
     examples_cmd,
     export_cmd,

@@ -201,7 +201,7 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
              knobs: list[str] | None = None, trials: int = 24, formats=None, search: str = "ilp",
              hardware=None, metric: str | None = None, estimator_settings: dict | None = None,
              seed: int = 0, storage: str | None = "memory", progress: bool | None = None) -> AutotuneResult:
-    """Try knob configurations (all of a small space; else `trials` by seeded TPE), plan on `data` with
+    """Try knob configurations (all of a small space; else `trials` distinct ones by seeded TPE), plan on `data` with
     each, measure each plan on `held_out` (default: the last `held_out_fraction` of `data`) and keep the
     best. `metric`: what to measure (default cross_entropy with labels, else kl). `estimator_settings`
     apply to every estimator that accepts them (e.g. {'max_probes': 32} for speed)."""
@@ -270,13 +270,23 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
     bar = tqdm(total=len(grid) if exhaustive else trials, desc="autotune", unit="config", leave=False,
                disable=None if progress is None else not progress)
 
+    seen: dict[tuple, float] = {}
+    wanted = min(trials, len(grid))
+
     def objective_fn(trial):
         values = {k: trial.suggest_categorical(k, v) for k, v in space.items()}
-        bar.update(1)
-        return evaluate(values)
+        key = tuple(values.values())
+        if key not in seen:  # TPE re-proposes configurations it likes: measure each one once
+            bar.update(1)
+            seen[key] = evaluate(values)
+        return seen[key]
 
-    try:
-        study.optimize(objective_fn, n_trials=len(grid) if exhaustive else trials)
+    def enough(study, _trial):
+        if len(seen) >= wanted:
+            study.stop()
+
+    try:  # `trials` distinct configurations (TPE gets a few repeats' grace before it counts as converged)
+        study.optimize(objective_fn, n_trials=wanted if exhaustive else 4 * wanted, callbacks=[enough])
     finally:
         bar.close()
     table = pd.DataFrame(rows)

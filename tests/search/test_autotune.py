@@ -33,6 +33,7 @@ def test_tpe_autotune_is_reproducible(mlp):
                      knobs=["format_variant", "aggregate", "sensitivity_loss"], estimator_settings=FAST,
                      trials=5, seed=1) for _ in range(2)]
     assert not runs[0].settings["exhaustive"] and len(runs[0].trials) == 5
+    assert not runs[0].trials.duplicated(["format_variant", "aggregate", "sensitivity_loss"]).any()  # each once
     cols = ["format_variant", "aggregate", "sensitivity_loss", "held_out_cross_entropy"]
     assert runs[0].trials[cols].equals(runs[1].trials[cols])
 
