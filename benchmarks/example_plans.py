@@ -51,7 +51,7 @@ def main() -> None:
         rows.append({"budget": f"{b}bits", "model": f"uniform int{b}", "avg bits": uni["avg_bits"],
                      "test acc": u["accuracy"], "test CE": u["cross_entropy"]})
     print(f"sensitivity ({args.estimator}): {t_sens:.1f} s, shared by all budgets")
-    print(pd.DataFrame(rows).fillna("").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(pd.DataFrame(rows).to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def _gemm_table(hw, shape: str, formats: str | None) -> None:
             }
         )
     print(f"\none GEMM on {hw.spec.name}: M={m}, N={n}, K={k}")
-    print(pd.DataFrame(rows).fillna("").to_string(index=False))
+    print(pd.DataFrame(rows).to_string(index=False, na_rep=""))
 
 
 def _calibrate(args) -> int:
