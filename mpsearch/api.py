@@ -164,7 +164,7 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
     costs = hardware_models.cost_table(site_list, choices, hw)
     ref: Reference = hardware_models.reference(model, site_list, hw)
     limits = resolve(budgets, ref)
-    check_feasible(costs, limits)  # fail before the (expensive) sensitivity estimate
+    check_feasible(costs, limits, ref)  # fail before the (expensive) sensitivity estimate
     if sensitivity is None:
         sens = sensitivity_cache.estimate(get_estimator(estimator, **(estimator_settings or {})), model,
                                           site_list, choices, data, obj, seed=seed, use_cache=cache)

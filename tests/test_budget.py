@@ -52,3 +52,23 @@ def test_latency_budget_without_hardware_model():
     ref = Reference(full={"bytes": 1.0}, fixed={}, weights=1)
     with pytest.raises(BudgetError, match="--hardware"):
         resolve(parse_budgets("latency=1ms"), ref)
+
+
+def test_infeasible_budget_speaks_the_budgets_terms(digits_shared):
+    """The error states what the user asked for and the least the model can take, in the same terms:
+    bits per weight for a bits budget; whole-model bytes (16-bit non-site parameters included) for memory."""
+    from mpsearch import plan, sites
+    from mpsearch.errors import InfeasibleBudget
+
+    ex = digits_shared
+    ss = sites(ex.model, ex.calibration["x"][:2])
+    n = sum(s.numel for s in ss)
+    int2_bits = sum(2 * s.numel + 16 * s.shape[0] for s in ss)  # 2-bit codes + an fp16 scale per output channel
+    other = sum(p.numel() for name, p in ex.model.named_parameters() if name not in {s.param for s in ss})
+    with pytest.raises(InfeasibleBudget, match=rf"allows 1\.000 bits/weight but the smallest achievable is "
+                                               rf"{int2_bits / n:.3f} bits/weight"):
+        plan(ex.model, ex.calibration, "1bits", formats="int2,int4,bf16", guard_uniform=False)
+    least_kb = (sum(-(-(2 * s.numel + 16 * s.shape[0]) // 8) for s in ss) + 2 * other) / 1e3
+    with pytest.raises(InfeasibleBudget, match=rf"allows 10KB but the smallest achievable is {least_kb:.4g}KB "
+                                               rf"\(every site at its cheapest format, plus {2 * other / 1e3:.4g}KB"):
+        plan(ex.model, ex.calibration, "10KB", formats="int2,int4,bf16", guard_uniform=False)

@@ -43,20 +43,32 @@ class Solution:
         return max(0.0, self.objective - self.bound) / max(abs(self.objective), 1e-300)
 
 
-def check_feasible(table: pd.DataFrame, limits: dict[str, float]) -> None:
-    """Each budget alone must admit the cheapest format at every site; else say how far off it is."""
+def check_feasible(table: pd.DataFrame, limits: dict[str, float], ref=None) -> None:
+    """Each budget alone must admit the cheapest format at every site; else say how far off it is.
+
+    With the model's `Reference` the message speaks the budget's own terms: bits per weight, and
+    whole-model totals (the site limit plus what no choice changes, e.g. 16-bit biases)."""
     from ..budget import format_metric
 
     names = {"bytes": "memory", "bits": "bits", "bops": "bops", "latency": "latency", "energy": "energy"}
     for col, limit in limits.items():
-        cheapest = table.groupby("site", sort=False)[col].min()
-        if cheapest.sum() > limit * (1 + 1e-9) + 1e-12:
-            metric = names.get(col, col)
-            raise InfeasibleBudget(
-                f"the {metric} budget cannot be met: the sites would need at most {format_metric(metric, limit)} "
-                f"but the smallest achievable is {format_metric(metric, float(cheapest.sum()))} "
-                "(every site at its cheapest format); raise the budget or allow smaller formats"
-            )
+        cheapest = float(table.groupby("site", sort=False)[col].min().sum())
+        if cheapest <= limit * (1 + 1e-9) + 1e-12:
+            continue
+        metric = names.get(col, col)
+        if ref is not None and col == "bits" and ref.weights:
+            budget, least = f"{limit / ref.weights:.3f} bits/weight", f"{cheapest / ref.weights:.3f} bits/weight"
+            what = "every site at its cheapest format"
+        elif ref is not None:
+            fixed = ref.fixed.get(col, 0.0)
+            budget, least = format_metric(metric, limit + fixed), format_metric(metric, cheapest + fixed)
+            what = "every site at its cheapest format" + (
+                f", plus {format_metric(metric, fixed)} outside the sites" if fixed else "")
+        else:
+            budget, least = format_metric(metric, limit), format_metric(metric, cheapest)
+            what = "every site at its cheapest format"
+        raise InfeasibleBudget(f"the {metric} budget cannot be met: it allows {budget} but the smallest "
+                               f"achievable is {least} ({what}); raise the budget or allow smaller formats")
 
 
 @dataclass(frozen=True)
