@@ -23,6 +23,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
     p.add_argument("--estimator", help="sensitivity estimator (default: hessian; measured with --data zeroq)")
+    p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
+                   help="estimator setting, e.g. tol=0.1, max_probes=32, method=hutchinson; repeat for several")
     p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
     p.add_argument("--search", default="ilp", help="searcher: ilp (default), refine, optuna")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=estimator,
                     search=args.search, seed=args.seed, hardware=args.hardware,
                     objective=args.objective or inp.objective, guard_uniform=not args.no_guard,
-                    search_settings=dict(args.search_option), max_drop=args.max_drop, drop_metric=args.drop_metric,
+                    search_settings=dict(args.search_option), estimator_settings=dict(args.estimator_option),
+                    max_drop=args.max_drop, drop_metric=args.drop_metric,
                     cache=not args.no_cache)
     plan.save(args.output)
     print(site_table(plan))

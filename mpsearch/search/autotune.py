@@ -53,19 +53,19 @@ knob_names = _KNOBS.names
 
 @register_knob
 class EstimatorKnob(Knob):
-    """Every registered sensitivity estimator (aliases of one class counted once)."""
+    """Every registered sensitivity estimator: aliases of one class counted once, and variants that only
+    change a default (`variant_of` set, e.g. `hutchinson` of `hessian`) left to the estimator they vary."""
 
     name = "estimator"
 
     def options(self, ctx: TuneContext) -> list:
         from ..sensitivity import estimator_names, get_estimator
 
-        seen, out = set(), []
+        out = []
         for n in estimator_names():
             cls = type(get_estimator(n))
-            if cls not in seen:
-                seen.add(cls)
-                out.append(getattr(cls, "name", n) or n)
+            if getattr(cls, "variant_of", None) is None and (getattr(cls, "name", "") or n) not in out:
+                out.append(getattr(cls, "name", "") or n)
         return sorted(out, key=lambda n: n != "hessian")
 
     def apply(self, kwargs: dict, value) -> None:
@@ -213,6 +213,7 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
     from ..apply import quantized
     from ..formats import DEFAULT_FORMATS, parse_choices
     from ..objectives import default_objective, get_objective, measure
+    from ..sensitivity import get_estimator
 
     if held_out is None:
         data, held_out = split(data, held_out_fraction)
@@ -244,8 +245,10 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
         kw = configure(values)
         key = (kw["estimator"], tuple(kw["formats"]), kw["objective"])
         if key not in sens_cache:  # search-only knobs reuse the sensitivity table
+            takes = get_estimator(kw["estimator"]).options  # each estimator gets the settings it reads
+            own = {k: v for k, v in (estimator_settings or {}).items() if k in takes}
             sens_cache[key] = estimate(model, data, estimator=kw["estimator"], formats=kw["formats"],
-                                       objective=kw["objective"], seed=seed, **(estimator_settings or {}))
+                                       objective=kw["objective"], seed=seed, **own)
         p = make_plan(model, data, budget, formats=kw["formats"], estimator=kw["estimator"], search=kw["search"],
                       seed=seed, hardware=hardware, objective=kw["objective"], guard_uniform=False,
                       search_settings=kw["search_settings"], sensitivity=sens_cache[key])

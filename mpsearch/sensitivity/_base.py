@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data import CalibrationData
+from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site
 from ..registry import Registry
@@ -52,8 +53,14 @@ class Estimator(ABC):
     """Scores Ω(site, choice). Constructor keyword arguments are the estimator's settings."""
 
     name: str = ""
+    options: tuple[str, ...] = ()  # the settings it reads (besides `progress`); others are refused, not ignored
+    variant_of: str | None = None  # set when it is another estimator with other defaults (autotune skips it)
 
     def __init__(self, **settings):
+        unknown = sorted(set(settings) - set(self.options) - {"progress"})
+        if unknown:
+            takes = ", ".join(sorted(self.options)) or "no settings"
+            raise UsageError(f"estimator {self.name!r} has no setting {unknown[0]!r}; it takes {takes}")
         self.settings = settings
 
     @abstractmethod

@@ -307,7 +307,7 @@ class _FrozenExcept:
         self.mode.__exit__(*exc)
 
 
-@register_estimator("hessian", "hutchinson")
+@register_estimator("hessian")
 class HessianTrace(Estimator):
     """Settings: method (auto|ggn|hutchinson), tol (0.05), min_probes, max_probes, max_samples (512),
     max_exact (8: up to this many output columns per sample the GGN is exact, costing at most twice
@@ -316,6 +316,8 @@ class HessianTrace(Estimator):
     CPU), hvp (auto|func|double), adaptive (True)."""
 
     name = "hessian"
+    options = ("method", "tol", "min_probes", "max_probes", "max_samples", "max_exact", "probe_batch", "hvp",
+               "adaptive")
 
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
@@ -404,3 +406,15 @@ class HessianTrace(Estimator):
             },
             info,
         )
+
+
+@register_estimator("hutchinson")
+class Hutchinson(HessianTrace):
+    """HAWQ-V2's estimator as named: Hutchinson probes even where the exact GGN trace would apply
+    (`hessian` picks the GGN there). Same settings as `hessian`; `method` defaults to hutchinson."""
+
+    name = "hutchinson"
+    variant_of = "hessian"
+
+    def __init__(self, **settings):
+        super().__init__(**{"method": "hutchinson", **settings})

@@ -47,6 +47,7 @@ class Measured(Estimator):
     """Settings: max_samples (512), micro_batch (32: the unit of the standard error)."""
 
     name = "measured"
+    options = ("max_samples", "micro_batch")
 
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0

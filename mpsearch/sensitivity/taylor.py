@@ -61,6 +61,7 @@ class _GradientEstimator(Estimator):
     """Shared loop: per batch, one forward with taps, then one backward per output column."""
 
     needs: tuple[str, ...] = ()  # which per-sample terms: "weight2" (ΣG²ΔW²), "out1", "out2"
+    options = ("fisher", "max_samples", "probes")
 
     def _fisher_mode(self, objective) -> str:
         mode = self.settings.get("fisher", "auto")
