@@ -21,8 +21,8 @@ from ..errors import MpsearchError, StudyError
 from ..examples import EXAMPLES
 from ..formats import DEFAULT_FORMATS, parse_choices
 from ..objectives import get_objective, objective_names
-from ..search import searcher_names
-from ..sensitivity import estimator_names
+from ..search import get_searcher, searcher_names
+from ..sensitivity import estimator_names, get_estimator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -221,8 +221,9 @@ def parse_spec(raw: dict, source: Path, shown: Path | None = None) -> StudySpec:
     hardware = _hardware(c, raw.get("hardware", [NO_HARDWARE]))
     models = _models(c, raw["models"], source.parent)
     formats = _formats(c, raw.get("formats", DEFAULT_FORMATS))
-    estimators = _parts(c, "estimators", raw.get("estimators", ["hessian"]), estimator_names(), "hessian")
-    searchers = _parts(c, "searchers", raw.get("searchers", ["ilp"]), searcher_names(), "ilp")
+    estimators = _parts(c, "estimators", raw.get("estimators", ["hessian"]), estimator_names(), "hessian",
+                        get_estimator)
+    searchers = _parts(c, "searchers", raw.get("searchers", ["ilp"]), searcher_names(), "ilp", get_searcher)
     budgets = _budgets(c, raw["budgets"], hardware)
     objective = raw.get("objective")
     if objective is not None:
@@ -332,8 +333,9 @@ def _formats(c: _Checker, v) -> dict[str, list[str]]:
     return out
 
 
-def _parts(c: _Checker, key: str, v, known: list[str], example: str) -> list[PartSpec]:
-    """Entries are a registered name, or an inline table {name = ..., label = ..., <settings>}."""
+def _parts(c: _Checker, key: str, v, known: list[str], example: str, build) -> list[PartSpec]:
+    """Entries are a registered name, or an inline table {name = ..., label = ..., <settings>}; `build(name,
+    **settings)` checks the settings now, so a misspelt one fails the file, not every trial that uses it."""
     if isinstance(v, (str, dict)):
         v = [v]
     if not isinstance(v, list) or not v:
@@ -349,6 +351,10 @@ def _parts(c: _Checker, key: str, v, known: list[str], example: str) -> list[Par
         if e["name"] not in known:
             raise c.fail(f"{k}.name", f"unknown {key[:-1]} {e['name']!r}; choose one of {', '.join(known)}")
         settings = {s: val for s, val in e.items() if s not in ("name", "label")}
+        try:
+            build(e["name"], **settings)
+        except MpsearchError as err:
+            raise c.fail(k, str(err)) from None
         label = c.typed(f"{k}.label", e.get("label", e["name"]), str, "a string")
         out.append(PartSpec(label, e["name"], settings))
     _unique(c, key, [p.label for p in out], "give entries with the same name distinct label = ...")
