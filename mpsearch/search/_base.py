@@ -56,17 +56,14 @@ def check_feasible(table: pd.DataFrame, limits: dict[str, float], ref=None) -> N
         if cheapest <= limit * (1 + 1e-9) + 1e-12:
             continue
         metric = names.get(col, col)
+        what = "every site at its cheapest format"
         if ref is not None and col == "bits" and ref.weights:
             budget, least = f"{limit / ref.weights:.3f} bits/weight", f"{cheapest / ref.weights:.3f} bits/weight"
-            what = "every site at its cheapest format"
-        elif ref is not None:
-            fixed = ref.fixed.get(col, 0.0)
-            budget, least = format_metric(metric, limit + fixed), format_metric(metric, cheapest + fixed)
-            what = "every site at its cheapest format" + (
-                f", plus {format_metric(metric, fixed)} outside the sites" if fixed else "")
         else:
-            budget, least = format_metric(metric, limit), format_metric(metric, cheapest)
-            what = "every site at its cheapest format"
+            fixed = ref.fixed.get(col, 0.0) if ref is not None else 0.0
+            budget, least = format_metric(metric, limit + fixed), format_metric(metric, cheapest + fixed)
+            if fixed:
+                what += f", plus {format_metric(metric, fixed)} outside the sites"
         raise InfeasibleBudget(f"the {metric} budget cannot be met: it allows {budget} but the smallest "
                                f"achievable is {least} ({what}); raise the budget or allow smaller formats")
 
