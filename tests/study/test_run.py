@@ -203,3 +203,23 @@ def test_worker_says_each_note_once(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "excluded on m55-u55 (unsupported): fp8_e4m3", "excluded on orin (unsupported): nvfp4",
         "excluded on m55-u55 (unsupported): fp8_e4m3"]
+
+
+def test_show_names_the_format_set_of_each_front_point(tmp_path, capsys):
+    """Two format sets share one front per series: `study show` adds the varying grid column, or two points
+    at one budget would look the same."""
+    p = write_study(tmp_path, estimators=1, budgets='["3bits", "4bits"]')
+    per_tensor = 'int_pt = "int2_pt,int3_pt,int4_pt,int8,bf16"'
+    p.write_text(p.read_text().replace('int = "int2,int3,int4,int8,bf16"',
+                                       'int = "int2,int3,int4,int8,bf16"\n' + per_tensor))
+    spec = load_spec(p)
+    run_study(spec, progress=False)
+    capsys.readouterr()
+    assert main(["study", "show", str(p)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"])
+    assert lines[header].split() == ["trial", "model", "hardware", "estimator", "formats", "budget", "bytes",
+                                     "accuracy"]
+    front = pareto_front(load_study(spec), spec.objectives, by=spec.series)
+    rows = [line.split() for line in lines[header + 1:]]
+    assert {(r[4], r[5]) for r in rows} == set(zip(front.formats, front.budget))
