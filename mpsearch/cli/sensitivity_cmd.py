@@ -7,21 +7,10 @@ import argparse
 from .. import api
 from ..formats import DEFAULT_FORMATS
 from ..plan import atomic_write_text
+from ..search.settings import key_value
 from ..sensitivity import estimator_names
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command
-
-
-def _setting(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--set {text!r} must look like KEY=VALUE, e.g. tol=0.02")
-    for conv in (int, float):
-        try:
-            return key, conv(value)
-        except ValueError:
-            pass
-    return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -37,13 +26,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
         "--tol", type=float, help="relative standard error target for Hessian traces (default 0.05)"
     )
     p.add_argument(
+        "--estimator-option",
         "--set",
         dest="settings",
         action="append",
-        type=_setting,
+        type=key_value,
         default=[],
         metavar="KEY=VALUE",
-        help="an estimator setting, e.g. --set method=hutchinson --set max_probes=400",
+        help="an estimator setting, e.g. --set method=hutchinson --set max_probes=400 (as --estimator-option "
+             "in plan, pareto and autotune)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reusing the cache")
