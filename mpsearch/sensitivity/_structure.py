@@ -15,6 +15,20 @@ from torch.overrides import TorchFunctionMode
 
 from ..model import call_model
 
+# products: linear in each weight-dependent argument only while the others do not depend on weights
+_ONE_VARIABLE = {
+    "mul",
+    "__mul__",
+    "__rmul__",
+    "mul_",
+    "div",
+    "__truediv__",
+    "div_",
+    "matmul",
+    "__matmul__",
+    "mm",
+    "bmm",
+}
 # ops that are (piecewise) linear in each weight-dependent tensor argument
 _LINEAR = {
     "linear",
@@ -87,31 +101,7 @@ _LINEAR = {
     "identity",
     "dropout",
     "batch_norm",
-    "mul",
-    "__mul__",
-    "__rmul__",
-    "mul_",
-    "div",
-    "__truediv__",
-    "div_",
-    "matmul",
-    "__matmul__",
-    "mm",
-    "bmm",
-}
-_ONE_VARIABLE = {
-    "mul",
-    "__mul__",
-    "__rmul__",
-    "mul_",
-    "div",
-    "__truediv__",
-    "div_",
-    "matmul",
-    "__matmul__",
-    "mm",
-    "bmm",
-}
+} | _ONE_VARIABLE
 
 _TRAINING_ARG = {"batch_norm": 5, "dropout": 2}  # position of the `training` flag
 
