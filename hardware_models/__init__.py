@@ -4,13 +4,12 @@ hw = mpsearch.hardware_models.get("h100", batch=32)   # or "h100:batch=32", or a
 hw.gemm_cost(1, 4096, 4096, "int4_g128")              # latency, bytes, BOPs, energy, bound
 """
 
-from ._analytical import AnalyticalCostModel, parse_hardware
+from ._analytical import AnalyticalCostModel, get, parse_hardware
 from ._base import (
     FULL,
     CostModel,
     cost_model_names,
     cost_table,
-    get,
     model_costs,
     reference,
     register_cost_model,

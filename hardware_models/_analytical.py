@@ -10,7 +10,7 @@ from torch import nn
 from mpsearch.formats import Choice, get_choice
 from mpsearch.model import Site
 
-from ._base import CostModel, register_cost_model
+from ._base import _REGISTRY, CostModel, register_cost_model
 from ._roofline import Efficiencies, Gemm, GemmCost, components, gemm_cost, why_unsupported
 from ._spec import Spec, bundled_spec_paths, load_spec
 from ._workload import Workload, site_gemm
@@ -148,3 +148,18 @@ def _register_bundled() -> None:
 
 
 _register_bundled()
+
+
+def get(name: str | CostModel | None, **kwargs) -> CostModel | None:
+    """The cost model registered as `name` (None: storage costs only).
+
+    `name` may carry a workload, `h100:batch=32,seq=512`, or be a spec file (`my-h100.toml`, e.g. one
+    written by `mpsearch hardware calibrate`); keyword arguments (`batch=`, `seq_len=`) override it.
+    """
+    if name is None or isinstance(name, CostModel):
+        return name
+    key, workload = parse_hardware(str(name))
+    workload.update(kwargs)
+    if key.endswith(".toml"):
+        return AnalyticalCostModel(spec=key, **workload)
+    return _REGISTRY.create(key, **workload)

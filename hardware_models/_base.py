@@ -59,23 +59,6 @@ register_cost_model = _REGISTRY.register()
 cost_model_names = _REGISTRY.names
 
 
-def get(name: str | CostModel | None, **kwargs) -> CostModel | None:
-    """The cost model registered as `name` (None: storage costs only).
-
-    `name` may carry a workload, `h100:batch=32,seq=512`, or be a spec file (`my-h100.toml`, e.g. one
-    written by `mpsearch hardware calibrate`); keyword arguments (`batch=`, `seq_len=`) override it.
-    """
-    if name is None or isinstance(name, CostModel):
-        return name
-    from ._analytical import AnalyticalCostModel, parse_hardware
-
-    key, workload = parse_hardware(str(name))
-    workload.update(kwargs)
-    if key.endswith(".toml"):
-        return AnalyticalCostModel(spec=key, **workload)
-    return _REGISTRY.create(key, **workload)
-
-
 def supported(hardware: CostModel | None, choices: list[Choice]) -> list[Choice]:
     """The choices the target can run; warns naming the excluded ones, errors if none is left."""
     if hardware is None:

@@ -21,8 +21,9 @@ import pandas as pd
 
 from mpsearch.errors import MpsearchError, UsageError
 from mpsearch.formats import get_choice
-from mpsearch.plan import atomic_write_text
+from mpsearch.io import atomic_write_text
 
+from ._analytical import AnalyticalCostModel, get
 from ._roofline import Components, Efficiencies, Gemm, components, latency
 from ._spec import Number, Spec, dumps_toml, parse_spec, replace_numbers
 
@@ -168,8 +169,6 @@ def calibrate(
 
     Returns the calibrated spec with the errors before and after; writes it (atomically) to `out`.
     """
-    from ._analytical import AnalyticalCostModel
-    from ._base import get
 
     hw = get(hardware) if not isinstance(hardware, Spec) else AnalyticalCostModel(spec=hardware)
     if not isinstance(hw, AnalyticalCostModel):

@@ -4,9 +4,8 @@
     qmodel = mpsearch.apply(model, plan)
 """
 
-__version__ = "0.1.0"
-
-from .api import plan, sensitivity  # noqa: E402
+from ._version import __version__  # noqa: F401
+from .api import autotune, pareto, plan, sensitivity  # noqa: E402
 from .apply import apply  # noqa: E402
 from .budget import Budget  # noqa: E402
 from .errors import (  # noqa: E402
@@ -25,9 +24,8 @@ from .formats import get_choice, get_format  # noqa: E402
 from .model import Site, fingerprint, sites  # noqa: E402
 from .packed import export, load_packed  # noqa: E402
 from .plan import Plan  # noqa: E402
+from .planner import ParetoFront, PlanConfig, Planner  # noqa: E402
 from .search import solve  # noqa: E402
-from .search.autotune import autotune  # noqa: E402
-from .search.pareto import ParetoFront, pareto  # noqa: E402
 from .sensitivity import SensitivityTable  # noqa: E402
 from .sensitivity.pairwise import pairwise_terms  # noqa: E402
 from .study import load_study  # noqa: E402
@@ -38,5 +36,5 @@ __all__ = [
     "fingerprint", "get_format", "plan", "sensitivity", "sites", "solve",
     "StudyError", "load_study",
     "export", "get_choice", "load_packed",
-    "ParetoFront", "autotune", "pairwise_terms", "pareto",
+    "ParetoFront", "PlanConfig", "Planner", "autotune", "pairwise_terms", "pareto",
 ]

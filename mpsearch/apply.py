@@ -4,18 +4,15 @@ fake-quantization of each site's input where the plan's choice has an activation
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from .activations import ActParams, act_functions, insert, plan_params
-from .data import CalibrationData
+from .activations import act_functions, insert, plan_params
 from .errors import ModelMismatch
-from .formats import get_choice
 from .model import fingerprint
 from .plan import Plan
+from .quantize import _param, quantize_weights_, quantized  # noqa: F401  (re-exported: measuring code imports them here)
 
 
 def _check(model: nn.Module, plan: Plan) -> None:
@@ -28,42 +25,6 @@ def _check(model: nn.Module, plan: Plan) -> None:
             f"this plan was made for another model ({why}: plan {plan.fingerprint[:19]}…, model {fp[:19]}…); "
             "make a plan for this model with `mpsearch plan`"
         )
-
-
-def _param(model: nn.Module, site: str) -> torch.Tensor:
-    try:
-        return model.get_parameter(f"{site}.weight")
-    except AttributeError:
-        return model.get_parameter(site)
-
-
-def quantize_weights_(model: nn.Module, assignments: dict[str, str]) -> nn.Module:
-    """In place: replace each named site's weight by its simulated-quantized value."""
-    with torch.no_grad():
-        for site, name in assignments.items():
-            p = _param(model, site)
-            p.copy_(get_choice(name).weight.quantize(p.detach()))
-    return model
-
-
-@contextmanager
-def quantized(model: nn.Module, assignments: dict[str, str], acts: ActParams | None = None,
-              data: CalibrationData | None = None):
-    """Temporarily quantize `model` in place (cheaper than a copy when measuring many plans).
-
-    For `WEIGHT:ACT` choices the site inputs are fake-quantized too, with the per-tensor parameters
-    in `acts` (from `activations.calibrate_choices`); missing ones are calibrated on `data`.
-    """
-    fns = act_functions(model, assignments, acts or {}, data)
-    saved = {s: _param(model, s).detach().clone() for s in assignments}
-    remove = insert(model, fns)
-    try:
-        yield quantize_weights_(model, assignments)
-    finally:
-        remove()
-        with torch.no_grad():
-            for s, w in saved.items():
-                _param(model, s).copy_(w)
 
 
 def apply(model: nn.Module, plan: Plan | str | Path, *, inplace: bool = False) -> nn.Module:

@@ -152,3 +152,11 @@ def resolve(budgets: list[Budget], ref: Reference) -> dict[str, float]:
             limit = total - ref.fixed.get(col, 0.0)
         limits[col] = min(limit, limits.get(col, float("inf")))
     return limits
+
+
+FIT_RTOL, FIT_ATOL = 1e-9, 1e-12  # the one budget-fit tolerance: float sums of per-site costs
+
+
+def within(totals: dict[str, float], limits: dict[str, float]) -> bool:
+    """Whether every limited total is within its limit (up to rounding of the per-site sums)."""
+    return all(totals[c] <= lim * (1 + FIT_RTOL) + FIT_ATOL for c, lim in limits.items())

@@ -80,6 +80,8 @@ class Batch:
 class CalibrationData:
     """A list of batches held in memory (calibration sets are small by design)."""
 
+    distilled: bool = False  # ZeroQ-distilled inputs (no real data): the planner's default estimator differs
+
     def __init__(self, batches: list[Batch]):
         if not batches:
             raise DataError("the calibration data is empty; pass at least one sample")

@@ -17,8 +17,6 @@ dtype and activation parameters, so `load_packed` rebuilds what `apply(model, pl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +24,13 @@ import torch
 from torch import nn
 
 from .activations import act_functions, insert, plan_params
-from .apply import _check, _param
+from .apply import _check
 from .errors import PlanError
 from .formats import Encoded, get_choice, get_format
 from .formats._packing import pack_bits, unpack_bits
+from .io import atomic_write
 from .plan import Plan
+from .quantize import _param
 
 TAG = "mpsearch-packed"
 VERSION = 1
@@ -93,16 +93,7 @@ def export(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> Expor
     tensors |= other | buffers
     metadata = {"format": TAG, "version": str(VERSION), "fingerprint": plan.fingerprint,
                 "sites": json.dumps(meta), "parameters": json.dumps(sorted(other))}
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    out = atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     nbytes = {k: _nbytes(d) for k, d in (("o", other), ("b", buffers))}
     predicted = int(sum(r["bytes"] for r in plan.sites.values()))
     header = out.stat().st_size - site_bytes - nbytes["o"] - nbytes["b"]

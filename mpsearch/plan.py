@@ -8,45 +8,22 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from torch import nn
 
+from . import hardware_models
+from ._version import __version__
+from .activations import ActParams, calibrate, site_record
+from .data import as_data
 from .errors import MpsearchError, PlanError
 from .formats import get_choice
+from .io import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported: older callers import them here)
+from .model import Site, fingerprint, sites
 
 SCHEMA_VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename over `path`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename over `path` (a crash leaves the old file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode open() would
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -108,11 +85,6 @@ class Plan:
                          default: str = "bf16", hardware=None, data=None) -> Plan:
         """Build a plan by hand. Sites not named keep `default`; predicted costs are filled in.
         `data` (calibration inputs) is needed when a choice quantizes activations (`int8:int8`)."""
-        from .activations import calibrate
-        from .api import describe
-        from .data import as_data
-        from .model import fingerprint, sites
-
         data = None if data is None else as_data(data)
         found = sites(model, example)
         names = {s.name for s in found}
@@ -135,9 +107,32 @@ class Plan:
 
 
 def provenance(estimator: str, search: str, seed: int | None, **extra) -> dict:
-    from . import __version__
-
     return {
         "estimator": estimator, "search": search, "seed": seed, "mpsearch_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra,
     }
+
+
+def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
+             omega: pd.DataFrame | None = None, acts: ActParams | None = None) -> Plan:
+    """Fill `plan.sites` and `plan.totals` with predicted costs (and Ω where known)."""
+    hw = hardware_models.get(hardware)
+    ref = hardware_models.reference(model, site_list, hw)
+    om = {} if omega is None else {(r.site, r.format): (r.omega, r.omega_se) for r in omega.itertuples()}
+    records, sums = {}, {}
+    for s in site_list:
+        c = get_choice(plan.assignments[s.name])
+        cost = hardware_models.storage_costs(s, c) | (hw.site_cost(s, c) if hw else {})
+        o, se = om.get((s.name, c.name), (None, None))
+        records[s.name] = {"format": c.name, "kind": s.kind, "params": s.numel, "macs": s.macs,
+                           "bits_per_weight": cost["bits"] / s.numel, **cost, "omega": o, "omega_se": se,
+                           **site_record(c, s.name, acts or {})}
+        for k, v in cost.items():
+            sums[k] = sums.get(k, 0.0) + v
+    totals = {k: v + ref.fixed.get(k, 0.0) for k, v in sums.items()}
+    totals["avg_bits"] = sums["bits"] / ref.weights
+    totals["bytes_16bit"] = ref.full["bytes"]
+    if om:
+        totals["omega"] = float(sum(r["omega"] for r in records.values()))
+    plan.sites, plan.totals = records, totals
+    return plan

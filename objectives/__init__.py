@@ -1,6 +1,17 @@
 """What a plan is judged by: registered objectives (`cross_entropy`, `accuracy`, `kl`, `mse`, `sqnr`)."""
 
 from . import classification, reference  # noqa: F401  (register the built-in objectives)
-from ._base import Objective, default_objective, get_objective, measure, objective_names, register_objective
+from ._base import (
+    Objective,
+    as_loss,
+    better,
+    default_objective,
+    get_objective,
+    measure,
+    objective_names,
+    register_objective,
+    sign,
+)
 
-__all__ = ["Objective", "default_objective", "get_objective", "measure", "objective_names", "register_objective"]
+__all__ = ["Objective", "as_loss", "better", "default_objective", "get_objective", "measure", "objective_names",
+           "register_objective", "sign"]

@@ -40,6 +40,25 @@ def get_objective(name: str | Objective) -> Objective:
     return _REGISTRY.create(name)
 
 
+def sign(objective: str | Objective | bool) -> float:
+    """+1 for a loss, -1 for a higher-is-better score: `sign * value` is always lower-is-better. The one
+    place an objective's direction is read; every searcher, guard and front compares through it.
+    A bool is a stored direction (`higher_is_better`, e.g. a saved front's)."""
+    if isinstance(objective, bool):
+        return -1.0 if objective else 1.0
+    return -1.0 if get_objective(objective).higher_is_better else 1.0
+
+
+def as_loss(objective: str | Objective | bool, value):
+    """`value` (a float, array or Series) on a lower-is-better scale."""
+    return sign(objective) * value
+
+
+def better(objective: str | Objective | bool, a: float, b: float, tol: float = 1e-12) -> bool:
+    """Whether score `a` is strictly better than `b` (by more than `tol`) under the objective's direction."""
+    return as_loss(objective, a) < as_loss(objective, b) - tol
+
+
 def default_objective(data: CalibrationData) -> Objective:
     """Task loss with labels; KL to the FP model's own outputs without (zero, with zero gradient, at FP)."""
     return get_objective("cross_entropy" if data.labelled else "kl")

@@ -91,7 +91,7 @@ def test_guard_only_swaps_in_admissible_uniform_plans(digits):
 
 
 def test_max_drop_plan_keeps_its_tolerance(digits_shared, digits_sensitivity):
-    from mpsearch.search.tolerance import drop_check
+    from mpsearch.planner.tolerance import drop_check
 
     d = digits_shared
     plan = mpsearch.plan(d.model, d.calibration, max_drop="0.5%", sensitivity=digits_sensitivity,

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .. import __version__
+from .._version import __version__
 from ..errors import MpsearchError
 from . import (  # noqa: F401  (register the verbs)
     apply_cmd,

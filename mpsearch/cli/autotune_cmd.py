@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..api import autotune
 from ..formats import DEFAULT_FORMATS
-from ..plan import atomic_write_text
-from ..search.autotune import autotune, knob_names
+from ..io import atomic_write_text
+from ..planner import knob_names
 from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..api import pareto
 from ..budget import COLUMNS
 from ..formats import DEFAULT_FORMATS
-from ..search.pareto import pareto
 from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command

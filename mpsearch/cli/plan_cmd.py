@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import api
-from ..activations import calibrate_choices, plan_params
-from ..apply import quantized
 from ..formats import DEFAULT_FORMATS
-from ..objectives import measure
-from ..report import comparison_rows, comparison_table, site_table, totals_line
+from ..planner import PlanConfig, Planner
+from ..report import comparison_table, site_table, totals_line
 from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, info
 from ._registry import command
@@ -49,20 +46,17 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         raise SystemExit(2)
     inp = Inputs(args)
-    estimator = args.estimator or ("measured" if inp.zeroq else "hessian")  # ZeroQ: KL, one site at a time
-    plan = api.plan(inp.model, inp.data, budget=args.budget, formats=args.formats, estimator=estimator,
-                    search=args.search, seed=args.seed, hardware=args.hardware,
-                    objective=args.objective or inp.objective, guard_uniform=not args.no_guard,
-                    search_settings=dict(args.search_option), estimator_settings=dict(args.estimator_option),
-                    max_drop=args.max_drop, drop_metric=args.drop_metric,
-                    cache=not args.no_cache)
+    cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=dict(args.estimator_option),
+                     search=args.search, search_settings=dict(args.search_option), hardware=args.hardware,
+                     objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,
+                     cache=not args.no_cache)
+    planner = Planner(inp.model, inp.data, cfg)
+    plan = planner.plan(args.budget, max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
     if plan.measured:
-        test = None
-        if inp.test is not None:
-            test = _measure_rows(inp, plan)
+        test = planner.compare_on(inp.test, plan) if inp.test is not None else None
         print()
         print(comparison_table(plan, test))
         if "guard" in plan.measured:
@@ -75,23 +69,3 @@ def run(args: argparse.Namespace) -> int:
                  f"(FP {best['fp']:.4g}) on the calibration data; {len(plan.measured['search'])} budgets tried")
     info(f"wrote {args.output}")
     return 0
-
-
-
-def _measure_rows(inp: Inputs, plan) -> dict[str, dict]:
-    """The same comparison rows measured on the example's held-out test split."""
-    metrics = ["cross_entropy", "accuracy"]
-    if not inp.test.labelled:  # label-free example (minilm-l6): distance to the FP outputs
-        metrics = [plan.provenance.get("objective", "kl"), "sqnr"]
-        inp.test = inp.test.with_reference(inp.model)
-    sites = list(plan.assignments)
-    out = {"fp (16-bit)": measure(inp.model, inp.test, metrics)}
-    with quantized(inp.model, plan.assignments, plan_params(plan.sites)):
-        out["plan"] = measure(inp.model, inp.test, metrics)
-    acts = calibrate_choices(inp.model, inp.data, sites, plan.measured.get("uniform", {}))
-    for label, _ in comparison_rows(plan):
-        if label.startswith("uniform"):
-            fmt = label.split()[1]
-            with quantized(inp.model, {s: fmt for s in sites}, acts):
-                out[f"uniform {fmt}"] = measure(inp.model, inp.test, metrics)
-    return out

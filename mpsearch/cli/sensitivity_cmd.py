@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .. import api
 from ..formats import DEFAULT_FORMATS
-from ..plan import atomic_write_text
+from ..io import atomic_write_text
+from ..planner import PlanConfig, Planner
 from ..search.settings import key_value
 from ..sensitivity import estimator_names
 from ._common import Inputs, add_data_args, add_model_args, info
@@ -47,17 +47,9 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(args.settings)
     if args.tol is not None:
         settings["tol"] = args.tol
-    estimator = args.estimator or ("measured" if inp.zeroq else "hessian")
-    table = api.sensitivity(
-        inp.model,
-        inp.data,
-        estimator=estimator,
-        formats=args.formats,
-        objective=args.objective or inp.objective,
-        seed=args.seed,
-        cache=not args.no_cache,
-        **settings,
-    )
+    cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=settings,
+                     objective=args.objective or inp.objective, seed=args.seed, cache=not args.no_cache)
+    table = Planner(inp.model, inp.data, cfg).sensitivity()
     frame = table.frame.copy()
     frame["rel_se"] = (frame.omega_se / frame.omega.abs()).where(frame.omega != 0)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

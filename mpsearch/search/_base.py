@@ -12,6 +12,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from ..budget import format_metric, within
 from ..errors import InfeasibleBudget, UsageError
 from ..registry import Registry
 
@@ -48,12 +49,10 @@ def check_feasible(table: pd.DataFrame, limits: dict[str, float], ref=None) -> N
 
     With the model's `Reference` the message speaks the budget's own terms: bits per weight, and
     whole-model totals (the site limit plus what no choice changes, e.g. 16-bit biases)."""
-    from ..budget import format_metric
-
     names = {"bytes": "memory", "bits": "bits", "bops": "bops", "latency": "latency", "energy": "energy"}
     for col, limit in limits.items():
         cheapest = float(table.groupby("site", sort=False)[col].min().sum())
-        if cheapest <= limit * (1 + 1e-9) + 1e-12:
+        if within({col: cheapest}, {col: limit}):
             continue
         metric = names.get(col, col)
         what = "every site at its cheapest format"
@@ -193,8 +192,7 @@ class SearchProblem:
         return {c: float(v) for c, v in zip(["omega", *self.limits], tot)}
 
     def fits(self, assignments: dict[str, str]) -> bool:
-        t = self.totals(assignments)
-        return all(t[c] <= lim * (1 + 1e-9) + 1e-12 for c, lim in self.limits.items())
+        return within(self.totals(assignments), self.limits)
 
     def pairwise_sum(self, assignments: dict[str, str]) -> float:
         terms = self._pair_terms

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..data import CalibrationData
 from ..formats import Choice
+from ..io import atomic_write_text
 from ..model import Site, fingerprint
-from ..plan import atomic_write_text
 from ._base import Estimator, SensitivityTable
 
 log = logging.getLogger("mpsearch")

@@ -14,11 +14,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..activations import calibrate_choices
-from ..apply import quantized
 from ..data import Batch, CalibrationData, _slice
 from ..formats import Choice
 from ..model import Site
 from ..objectives import measure
+from ..objectives import sign as direction
+from ..quantize import quantized
 from ._base import Estimator, SensitivityTable, register_estimator
 
 
@@ -58,7 +59,7 @@ class Measured(Estimator):
         parts = [CalibrationData([b]) for b in sub]
         w = torch.tensor([b.size for b in sub], dtype=torch.float64)
         w /= w.sum()
-        sign = -1.0 if objective.higher_is_better else 1.0
+        sign = direction(objective)
         fp = _per_batch(model, parts, objective)
         # WEIGHT:ACT choices: the same calibrated per-tensor scales that `apply` will use
         acts = calibrate_choices(model, sub, sites, choices)

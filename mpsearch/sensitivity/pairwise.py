@@ -55,14 +55,15 @@ class MeasuredLoss(CachedLoss):
     a higher-is-better objective such as accuracy is negated). `acts`: calibrated activation parameters."""
 
     def __init__(self, model: nn.Module, data, objective=None, acts=None):
-        from ..apply import quantized
         from ..objectives import default_objective, get_objective, measure
+        from ..objectives import sign as direction
+        from ..quantize import quantized
 
         data = as_data(data)
         obj = get_objective(objective) if objective is not None else default_objective(data)
         if obj.needs_reference:
             data = data.with_reference(model)
-        sign = -1.0 if obj.higher_is_better else 1.0
+        sign = direction(obj)
         self.model, self.data, self.objective = model, data, obj
 
         def fn(assignments: dict[str, str]) -> float:

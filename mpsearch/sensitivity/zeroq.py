@@ -77,7 +77,9 @@ def distill(
             for h in handles:
                 h.remove()
             bar.close()
-    return as_data(x.detach(), batch_size)
+    out = as_data(x.detach(), batch_size)
+    out.distilled = True
+    return out
 
 
 def input_shape_of(x) -> tuple[int, ...]:

@@ -1,7 +1,8 @@
-"""Run one grid point: plan through the public API, apply the plan, measure it on held-out data.
+"""Run one grid point: plan through a `Planner`, apply the plan, measure it on held-out data.
 
-A worker keeps its models, their FP measurements and one sensitivity table per (model, formats,
-estimator) in memory, so a budget sweep pays for the estimator once (plan(..., sensitivity=...)).
+A worker keeps its models, their FP measurements and one Planner per (model, formats, estimator) in
+memory; a grid point's hardware and searcher are a variant of it that shares its sensitivity table,
+so a budget sweep pays for the estimator once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .. import api
 from ..apply import apply
 from ..data import CalibrationData, as_data
 from ..examples import load_example
 from ..loading import load_model
 from ..model import set_mode
 from ..objectives import get_objective, measure
+from ..planner import PlanConfig, Planner
 from ..sensitivity import SensitivityTable
 from .spec import COST_METRICS, NO_HARDWARE, GridPoint, ModelSpec, StudySpec
 
@@ -58,33 +59,37 @@ class Evaluator:
     def __init__(self, spec: StudySpec):
         self.spec = spec
         self._models: dict[str, StudyModel] = {}
-        self._tables: dict[tuple[str, str, str], SensitivityTable] = {}
+        self._planners: dict[tuple[str, str, str], Planner] = {}
 
     def model(self, label: str) -> StudyModel:
         if label not in self._models:
             self._models[label] = load_study_model(self.spec.model(label), self.spec.measure)
         return self._models[label]
 
-    def sensitivity(self, p: GridPoint) -> SensitivityTable:
+    def planner(self, p: GridPoint) -> Planner:
+        """The Planner of the point's (model, formats, estimator), its table measured on every format."""
         key = (p.model, p.formats, p.estimator)
-        if key not in self._tables:
+        if key not in self._planners:
             m, est = self.model(p.model), self.spec.estimator(p.estimator)
-            self._tables[key] = api.sensitivity(
-                m.model, m.calibration, estimator=est.name, formats=self.spec.formats[p.formats],
-                objective=self.spec.objective, seed=self.spec.seed, **est.settings)
-        return self._tables[key]
+            cfg = PlanConfig(formats=self.spec.formats[p.formats], estimator=est.name,
+                             estimator_settings=dict(est.settings), objective=self.spec.objective,
+                             seed=self.spec.seed)
+            self._planners[key] = Planner(m.model, m.calibration, cfg)
+            self._planners[key].sensitivity()
+        return self._planners[key]
+
+    def sensitivity(self, p: GridPoint) -> SensitivityTable:
+        return self.planner(p).sensitivity()
 
     def evaluate(self, p: GridPoint) -> dict:
         """Result attributes of one trial: metrics (predicted totals and measured objectives), the plan."""
         t0 = time.perf_counter()
         m = self.model(p.model)
-        est, search = self.spec.estimator(p.estimator), self.spec.searcher(p.searcher)
-        plan = api.plan(m.model, m.calibration, budget=p.budget, formats=self.spec.formats[p.formats],
-                        estimator=est.name, estimator_settings=est.settings, search=search.name,
-                        search_settings=search.settings, seed=self.spec.seed,
-                        hardware=None if p.hardware == NO_HARDWARE else p.hardware,
-                        objective=self.spec.objective, guard_uniform=self.spec.run.guard,
-                        sensitivity=self.sensitivity(p))
+        search = self.spec.searcher(p.searcher)
+        planner = self.planner(p).variant(hardware=None if p.hardware == NO_HARDWARE else p.hardware,
+                                          search=search.name, search_settings=dict(search.settings),
+                                          guard_uniform=self.spec.run.guard)
+        plan = planner.plan(p.budget)
         measured = measure(apply(m.model, plan), m.evaluation, self.spec.measure) if self.spec.measure else {}
         metrics = {k: float(plan.totals[k]) for k in COST_METRICS if k in plan.totals} | measured
         metrics["bytes_16bit"] = float(plan.totals["bytes_16bit"])

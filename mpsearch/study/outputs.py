@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plan import atomic_write_bytes
+from ..io import atomic_write_bytes
 from .plot import plot_fronts, png_bytes
 from .report import write_report
 from .results import export, trials_frame

@@ -3,12 +3,12 @@ maximized, optionally within groups (one front per model / target / estimator)."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..search.dominance import pareto_mask
 
 
 def parse_directions(objectives) -> list[tuple[str, bool]]:
@@ -30,23 +30,6 @@ def parse_directions(objectives) -> list[tuple[str, bool]]:
     if not out:
         raise UsageError("name at least one metric for the Pareto front, e.g. ['bytes:min', 'accuracy:max']")
     return out
-
-
-def pareto_mask(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """True for each row that no other row dominates (no worse in every metric, better in one).
-
-    Equal rows do not dominate each other, so duplicates of a front point are all on the front.
-    """
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2 or v.shape[1] != len(maximize):
-        raise UsageError(f"values have shape {v.shape}; expected (rows, {len(maximize)})")
-    v = np.where(np.asarray(maximize, dtype=bool), -v, v)  # now every metric is minimized
-    keep = np.ones(len(v), dtype=bool)
-    for i in range(len(v)):
-        no_worse = (v <= v[i]).all(axis=1)
-        better = (v < v[i]).any(axis=1)
-        keep[i] = not (no_worse & better).any()
-    return keep
 
 
 def pareto_front(df: pd.DataFrame, objectives, by: Iterable[str] | None = None) -> pd.DataFrame:

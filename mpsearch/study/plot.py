@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..plan import atomic_write_bytes
+from ..io import atomic_write_bytes
 from .pareto import pareto_front, parse_directions
 
 _UNITS = {"bytes": "bytes", "bytes_16bit": "bytes", "avg_bits": "bits/weight", "bits": "bits",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..errors import MpsearchError
 from ..formats import get_choice
-from ..plan import atomic_write_text
+from ..io import atomic_write_text
 from .pareto import pareto_front, parse_directions
 from .spec import GRID_DIMS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import StudyError, UsageError
-from ..plan import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text
 from .spec import GRID_DIMS, StudySpec, load_spec
 from .storage import open_study
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mpsearch.search.autotune import FormatVariantKnob, TuneContext, autotune, knob_names, split
+from mpsearch.api import autotune
+from mpsearch.planner.autotune import FormatVariantKnob, TuneContext, knob_names, split
 from mpsearch.sensitivity import _base as sens_base
 from mpsearch.sensitivity.hessian import HessianTrace
 
@@ -46,7 +47,7 @@ def test_knob_options_come_from_the_registries(monkeypatch):
         name = "other-estimator"
 
     monkeypatch.setitem(sens_base._REGISTRY, "other-estimator", Other)
-    from mpsearch.search.autotune import EstimatorKnob
+    from mpsearch.planner.autotune import EstimatorKnob
 
     assert {"hessian", "other-estimator"} <= set(EstimatorKnob().options(TuneContext(["int4"], True)))
     assert {"estimator", "format_variant", "sensitivity_loss", "aggregate"} <= set(knob_names())
@@ -63,7 +64,7 @@ def test_split_holds_out_the_tail(mlp):
 def test_activation_calibration_is_a_knob(mlp):
     """With WEIGHT:ACT choices the activation calibration method (min-max, MSE, percentile) is tuned, and the
     winner's plan carries it; without them the knob has one option and drops out of the space."""
-    from mpsearch.search.autotune import ActCalibrationKnob
+    from mpsearch.planner.autotune import ActCalibrationKnob
 
     assert ActCalibrationKnob().options(TuneContext(["int2", "int4"], True)) == [""]
     formats = ["int2:int8", "int4:int8", "int8:int8"]

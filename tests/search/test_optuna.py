@@ -9,10 +9,10 @@ import optuna
 import pandas as pd
 import pytest
 
+from mpsearch.planner.pareto import non_dominated
 from mpsearch.search import SearchProblem, get_searcher
 from mpsearch.search.ilp import solve_ilp
 from mpsearch.search.optuna_search import optuna_search
-from mpsearch.search.pareto import non_dominated
 
 
 def synthetic(seed: int = 0):

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 
+from mpsearch.api import pareto
 from mpsearch.cli import main
-from mpsearch.search.pareto import non_dominated, pareto
+from mpsearch.planner.pareto import non_dominated
 
 
 def test_non_dominated():

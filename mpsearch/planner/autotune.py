@@ -17,12 +17,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import pandas as pd
-from torch import nn
 from tqdm.auto import tqdm
 
+from ..activations import plan_params
 from ..data import Batch, CalibrationData, _slice, as_data
 from ..errors import UsageError
+from ..objectives import Objective, as_loss, default_objective, get_objective
 from ..registry import Registry
+from ..sensitivity import get_estimator
 
 
 @dataclass
@@ -197,69 +199,75 @@ class AutotuneResult:
     settings: dict = field(default_factory=dict)
 
 
-def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction: float = 0.25,
-             knobs: list[str] | None = None, trials: int = 24, formats=None, search: str = "ilp",
-             hardware=None, metric: str | None = None, estimator_settings: dict | None = None,
-             seed: int = 0, storage: str | None = "memory", progress: bool | None = None) -> AutotuneResult:
-    """Try knob configurations (all of a small space; else `trials` distinct ones by seeded TPE), plan on `data` with
-    each, measure each plan on `held_out` (default: the last `held_out_fraction` of `data`) and keep the
-    best. `metric`: what to measure (default cross_entropy with labels, else kl). `estimator_settings`
-    apply to every estimator that accepts them (e.g. {'max_probes': 32} for speed)."""
-    import optuna
+@dataclass
+class _Trials:
+    """What `tune` measures per configuration: a plan from a Planner variant, scored on held-out data."""
 
-    from ..activations import plan_params
-    from ..api import plan as make_plan
-    from ..api import sensitivity as estimate
-    from ..apply import quantized
-    from ..formats import DEFAULT_FORMATS, parse_choices
-    from ..objectives import default_objective, get_objective, measure
-    from ..sensitivity import get_estimator
+    base: object  # the Planner every configuration is a variant of
+    budget: object
+    held_out: CalibrationData
+    objective: Objective
+    estimator_settings: dict
+    rows: list = field(default_factory=list)
 
-    if held_out is None:
-        data, held_out = split(data, held_out_fraction)
-    data, held_out = as_data(data), as_data(held_out)
-    obj = get_objective(metric) if metric else default_objective(data)
+    def configure(self, values: dict) -> dict:
+        kwargs = {"formats": [c.name for c in self.base.candidates], "estimator": "hessian",
+                  "search": self.base.config.search, "objective": None, "search_settings": {}}
+        for k, v in values.items():
+            _KNOBS.create(k).apply(kwargs, v)
+        takes = get_estimator(kwargs["estimator"]).options  # each estimator gets the settings it reads
+        kwargs["estimator_settings"] = {k: v for k, v in self.estimator_settings.items() if k in takes}
+        return kwargs
+
+    def evaluate(self, values: dict) -> float:
+        t0 = time.perf_counter()
+        planner = self.base.variant(**self.configure(values))
+        planner.sensitivity(choices=planner.candidates)  # on every candidate, as the target filters later
+        p = planner.plan(self.budget)
+        obj, extra = self.objective, self.extra
+        acts = plan_params(p.sites)  # the plan's calibrated activation scales
+        h = planner.measure(p.assignments, self.held_out, [obj, *extra], acts)
+        data = self.base.data.with_reference(self.base.model) if obj.needs_reference else self.base.data
+        c = planner.measure(p.assignments, data, [obj], acts)
+        self.rows.append({**values, f"held_out_{obj.name}": h[obj.name],
+                          **{f"held_out_{m}": h[m] for m in extra}, f"cal_{obj.name}": c[obj.name],
+                          "avg_bits": p.totals["avg_bits"], "bytes": p.totals["bytes"],
+                          "seconds": time.perf_counter() - t0, "plan": p})
+        return float(as_loss(obj, h[obj.name]))
+
+    @property
+    def extra(self) -> list[str]:
+        return ["accuracy"] if self.held_out.labelled and self.objective.name != "accuracy" else []
+
+
+def tune(planner, budget, held_out, *, knobs: list[str] | None = None, trials: int = 24, metric: str | None = None,
+         estimator_settings: dict | None = None, storage: str | None = "memory",
+         progress: bool | None = None) -> AutotuneResult:
+    """`autotune` on a `Planner` (its data is what plans see; `held_out` is what they are chosen on).
+    Configurations that share an estimator, formats and loss share one sensitivity table."""
+    held_out = as_data(held_out)
+    obj = get_objective(metric) if metric else default_objective(planner.data)
     if obj.needs_reference:
-        held_out = held_out.with_reference(model)
-    base_formats = [c.name for c in parse_choices(formats, DEFAULT_FORMATS)]
-    ctx = TuneContext(base_formats, data.labelled)
+        held_out = held_out.with_reference(planner.model)
+    ctx = TuneContext([c.name for c in planner.candidates], planner.data.labelled)
     chosen = knobs if knobs is not None else knob_names()
     space = {k: _KNOBS.create(k).options(ctx) for k in chosen}  # an unknown knob: UsageError naming the choices
     space = {k: v for k, v in space.items() if len(v) > 1}
     if not space:
         raise UsageError("no knob has more than one option here; nothing to tune")
-    sign = -1.0 if obj.higher_is_better else 1.0
-    extra = ["accuracy"] if held_out.labelled and obj.name != "accuracy" else []
-    sens_cache: dict[tuple, object] = {}
-    rows: list[dict] = []
+    runs = _Trials(planner, budget, held_out, obj, dict(estimator_settings or {}))
+    exhaustive = _optimize(space, runs.evaluate, trials, planner.config.seed, storage, progress)
+    table = pd.DataFrame(runs.rows)
+    best_i = as_loss(obj, table[f"held_out_{obj.name}"]).idxmin()
+    best = {k: table.loc[best_i, k] for k in space}
+    return AutotuneResult(best, table.loc[best_i, "plan"], table.drop(columns="plan"), obj.name,
+                          {"space": space, "exhaustive": exhaustive, "budget": str(budget)})
 
-    def configure(values: dict) -> dict:
-        kwargs = {"formats": list(base_formats), "estimator": "hessian", "search": search,
-                  "objective": None, "search_settings": {}}
-        for k, v in values.items():
-            _KNOBS.create(k).apply(kwargs, v)
-        return kwargs
 
-    def evaluate(values: dict) -> float:
-        t0 = time.perf_counter()
-        kw = configure(values)
-        key = (kw["estimator"], tuple(kw["formats"]), kw["objective"])
-        if key not in sens_cache:  # search-only knobs reuse the sensitivity table
-            takes = get_estimator(kw["estimator"]).options  # each estimator gets the settings it reads
-            own = {k: v for k, v in (estimator_settings or {}).items() if k in takes}
-            sens_cache[key] = estimate(model, data, estimator=kw["estimator"], formats=kw["formats"],
-                                       objective=kw["objective"], seed=seed, **own)
-        p = make_plan(model, data, budget, formats=kw["formats"], estimator=kw["estimator"], search=kw["search"],
-                      seed=seed, hardware=hardware, objective=kw["objective"], guard_uniform=False,
-                      search_settings=kw["search_settings"], sensitivity=sens_cache[key])
-        with quantized(model, p.assignments, plan_params(p.sites)):  # the plan's calibrated activation scales
-            h = measure(model, held_out, [obj, *extra])
-            c = measure(model, data.with_reference(model) if obj.needs_reference else data, [obj])
-        rows.append({**values, f"held_out_{obj.name}": h[obj.name],
-                     **{f"held_out_{m}": h[m] for m in extra}, f"cal_{obj.name}": c[obj.name],
-                     "avg_bits": p.totals["avg_bits"], "bytes": p.totals["bytes"],
-                     "seconds": time.perf_counter() - t0, "plan": p})
-        return sign * h[obj.name]
+def _optimize(space: dict, evaluate, trials: int, seed: int, storage, progress) -> bool:
+    """Run Optuna over `space` (grid when it has at most `trials` points, else seeded TPE), evaluating
+    each distinct configuration once. Returns whether the space was enumerated."""
+    import optuna
 
     grid = list(itertools.product(*space.values()))
     exhaustive = len(grid) <= trials
@@ -272,7 +280,6 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
         study.enqueue_trial({k: v[0] for k, v in space.items()})  # the default configuration first
     bar = tqdm(total=len(grid) if exhaustive else trials, desc="autotune", unit="config", leave=False,
                disable=None if progress is None else not progress)
-
     seen: dict[tuple, float] = {}
     wanted = min(trials, len(grid))
 
@@ -292,8 +299,4 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
         study.optimize(objective_fn, n_trials=wanted if exhaustive else 4 * wanted, callbacks=[enough])
     finally:
         bar.close()
-    table = pd.DataFrame(rows)
-    best_i = (sign * table[f"held_out_{obj.name}"]).idxmin()
-    best = {k: table.loc[best_i, k] for k in space}
-    return AutotuneResult(best, table.loc[best_i, "plan"], table.drop(columns="plan"), obj.name,
-                          {"space": space, "exhaustive": exhaustive, "budget": str(budget)})
+    return exhaustive

@@ -1,6 +1,6 @@
 """The whole trade-off curve: sweep one budget, plan at each point, measure, keep the non-dominated.
 
-One sensitivity table serves every point (`plan(..., sensitivity=...)`), and each ILP starts from
+One `Planner` serves every point (one sensitivity table, one cost table), and each ILP starts from
 the previous, cheaper point's plan (it fits every larger budget, so it is a valid warm start).
 Every uniform-precision plan is measured beside the sweep, and each sweep includes the budgets
 those uniform plans cost, so "does mixed precision beat uniform at equal cost?" has a direct answer.
@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import COLUMNS, Budget, format_metric
+from ..data import as_data
 from ..errors import InfeasibleBudget, UsageError
-from ..plan import atomic_write_text
+from ..io import atomic_write, atomic_write_text
+from ..objectives import as_loss, better
+from ..search.dominance import pareto_mask
 
 UNITS = {"memory": ("bytes", "size (MB)", 1e-6), "bits": ("avg_bits", "average bits per weight", 1.0),
          "latency": ("latency", "latency (ms)", 1e3), "energy": ("energy", "energy (mJ)", 1e3),
@@ -31,8 +31,6 @@ UNITS = {"memory": ("bytes", "size (MB)", 1e-6), "bits": ("avg_bits", "average b
 
 def non_dominated(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """Mask of (cost, loss) points no other point beats on both (≤ on both and < on one)."""
-    from ..study.pareto import pareto_mask
-
     return pareto_mask(np.column_stack([cost, loss]), [False, False])
 
 
@@ -62,12 +60,11 @@ class ParetoFront:
             if not len(cheaper):
                 rows.append({"uniform": u.label, "cost": u.cost, col: getattr(u, col), "best_plan": None})
                 continue
-            sign = -1.0 if self.higher_is_better else 1.0
-            b = cheaper.loc[(sign * cheaper[col]).idxmin()]
-            mine, theirs = sign * b[col], sign * getattr(u, col)
-            rows.append({"uniform": u.label, "cost": u.cost, col: getattr(u, col), "plan_cost": b.cost,
-                         f"plan_{col}": b[col], "dominated": bool(mine <= theirs + 1e-12),
-                         "strictly": bool(mine < theirs - 1e-12)})
+            b = cheaper.loc[as_loss(self.higher_is_better, cheaper[col]).idxmin()]
+            theirs = getattr(u, col)
+            rows.append({"uniform": u.label, "cost": u.cost, col: theirs, "plan_cost": b.cost,
+                         f"plan_{col}": b[col], "dominated": not better(self.higher_is_better, theirs, b[col]),
+                         "strictly": better(self.higher_is_better, b[col], theirs)})
         return pd.DataFrame(rows)
 
     def table(self) -> pd.DataFrame:
@@ -118,17 +115,10 @@ class ParetoFront:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
+            return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
         finally:
             plt.close(fig)
-            Path(tmp).unlink(missing_ok=True)
-        return path
 
 
 def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[float]) -> list[float]:
@@ -140,75 +130,62 @@ def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[f
     return out
 
 
-def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
-           formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
-           sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
-           test=None, guard_uniform: bool = False, seed: int = 0, progress: bool | None = None) -> ParetoFront:
-    """Plan at `points` budgets of `metric` from the cheapest achievable to the 16-bit model (plus each
-    uniform plan's cost, or exactly `budgets`), measure every plan on `data` (and `test`), and return
-    the front. The sensitivity is estimated once (or taken from `sensitivity`)."""
-    from .. import hardware_models
-    from ..activations import calibrate_choices
-    from ..api import plan as make_plan
-    from ..api import sensitivity as estimate
-    from ..apply import quantized
-    from ..data import as_data
-    from ..formats import DEFAULT_FORMATS, parse_choices
-    from ..model import sites
-    from ..objectives import default_objective, get_objective, measure
-
+def sweep(planner, metric: str = "memory", *, points: int = 10, budgets: list | None = None, test=None,
+          progress: bool | None = None) -> ParetoFront:
+    """`pareto` on a `Planner`: its sensitivity table, cost table and activation scales serve every point."""
     if metric not in COLUMNS:
         raise UsageError(f"unknown metric {metric!r}; use one of {', '.join(COLUMNS)}")
-    data = as_data(data)
-    obj = get_objective(objective) if objective else default_objective(data)
-    site_list = sites(model, data.first_x)
-    hw = hardware_models.get(hardware)
-    choices = hardware_models.supported(hw, parse_choices(formats, DEFAULT_FORMATS))  # as plan() does
-    costs = hardware_models.cost_table(site_list, choices, hw)
-    col = COLUMNS[metric]
+    col, costs, ref = COLUMNS[metric], planner.costs, planner.reference
     if col not in costs.columns:
         raise UsageError(f"a {metric} sweep needs a cost model that predicts {metric}; pass --hardware NAME")
-    ref = hardware_models.reference(model, site_list, hw)
-    if sensitivity is None:
-        sensitivity = estimate(model, data, estimator=estimator, formats=[c.name for c in choices],
-                               site_list=site_list, objective=obj, seed=seed, **(estimator_settings or {}))
+    sens = planner.sensitivity()
 
     def model_level(total: float) -> float:  # sum over sites -> the budget's unit
         return total / ref.weights if metric == "bits" else total + ref.fixed.get(col, 0.0)
 
-    cheapest = model_level(float(costs.groupby("site")[col].min().sum()))
-    dearest = model_level(float(costs.groupby("site")[col].max().sum()))
-    uniform = {c.name: {s.name: c.name for s in site_list} for c in choices}
+    uniform = {c.name: {s.name: c.name for s in planner.sites} for c in planner.choices}
     uni_cost = {n: model_level(float(costs[costs.format == n][col].sum())) for n in uniform}
     values = [float(Budget.parse(b).value) if not isinstance(b, (int, float)) else float(b) for b in budgets] \
-        if budgets else _sweep_budgets(metric, cheapest, dearest, points, list(uni_cost.values()))
-
+        if budgets else _sweep_budgets(metric, model_level(float(costs.groupby("site")[col].min().sum())),
+                                       model_level(float(costs.groupby("site")[col].max().sum())), points,
+                                       list(uni_cost.values()))
     test = as_data(test) if test is not None else None
-    metrics = [obj.name] + (["accuracy"] if data.labelled and obj.name != "accuracy" else [])
-    if obj.needs_reference:
-        data = data.with_reference(model)
-        test = test.with_reference(model) if test is not None else None
-
-    acts = calibrate_choices(model, data, site_list, choices)  # WEIGHT:ACT choices: scales as apply uses
+    if test is not None and planner.objective.needs_reference:
+        test = test.with_reference(planner.model)
+    metrics = planner.metrics()
 
     def measured(assign: dict[str, str]) -> dict[str, float]:
-        with quantized(model, assign, acts):
-            out = {f"cal_{k}": v for k, v in measure(model, data, metrics).items()}
-            if test is not None:
-                out |= {f"test_{k}": v for k, v in measure(model, test, metrics).items()}
+        out = {f"cal_{k}": v for k, v in planner.measure(assign, metrics=metrics).items()}
+        if test is not None:
+            out |= {f"test_{k}": v for k, v in planner.measure(assign, test, metrics).items()}
         return out
 
+    rows = _plan_points(planner, metric, values, measured, progress)
+    for name, assign in uniform.items():
+        tot = costs[costs.format == name]
+        rows.append({"kind": "uniform", "label": f"uniform {name}", "budget": math.nan, "cost": uni_cost[name],
+                     "avg_bits": float(tot.bits.sum()) / ref.weights,
+                     "bytes": float(tot.bytes.sum()) + ref.fixed["bytes"], **measured(assign), "assignments": assign})
+    frame = _front(pd.DataFrame(rows), planner.objective)
+    cfg = planner.config
+    return ParetoFront(frame, metric, planner.objective.name,
+                       {"estimator": sens.estimator, "search": cfg.search,
+                        "formats": [c.name for c in planner.choices], "seed": cfg.seed},
+                       planner.objective.higher_is_better)
+
+
+def _plan_points(planner, metric: str, values: list[float], measured, progress) -> list[dict]:
+    """One row per swept budget; each ILP warm-starts from the previous (cheaper) point's plan."""
+    col, cfg = COLUMNS[metric], planner.config
     rows, prev = [], None
-    settings = dict(search_settings or {})
+    settings = dict(cfg.search_settings or {})
     for v in tqdm(values, desc=f"pareto ({metric})", unit="budget", leave=False,
                   disable=None if progress is None else not progress):
-        if search in ("ilp", "refine") and prev is not None:
+        if cfg.search in ("ilp", "refine") and prev is not None:
             settings["warm_start"] = prev
         budget = Budget(metric, v * (1 + 1e-9))  # a hair over, so a uniform plan fits its own cost
         try:
-            p = make_plan(model, data, budget, formats=[c.name for c in choices], search=search, seed=seed,
-                          hardware=hw, objective=obj, guard_uniform=guard_uniform, search_settings=settings,
-                          sensitivity=sensitivity)
+            p = planner.plan(budget, search_settings=dict(settings))
         except InfeasibleBudget as e:  # e.g. another budget or a solver time limit: the point is missing
             rows.append({"kind": "plan", "label": f"failed: {e}", "budget": v})
             continue
@@ -217,22 +194,17 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
         rows.append({"kind": "plan", "label": format_metric(metric, v), "budget": v, "cost": cost,
                      "avg_bits": p.totals["avg_bits"], "bytes": p.totals["bytes"],
                      "predicted": p.totals.get("omega"), **measured(p.assignments), "assignments": p.assignments})
-    for name, assign in uniform.items():
-        tot = costs[costs.format == name]
-        rows.append({"kind": "uniform", "label": f"uniform {name}", "budget": math.nan, "cost": uni_cost[name],
-                     "avg_bits": float(tot.bits.sum()) / ref.weights,
-                     "bytes": float(tot.bytes.sum()) + ref.fixed["bytes"], **measured(assign), "assignments": assign})
-    frame = pd.DataFrame(rows)
+    return rows
+
+
+def _front(frame: pd.DataFrame, objective) -> pd.DataFrame:
+    """Drop failed points and repeated plans; mark the non-dominated plans (cost vs measured objective)."""
     frame = frame[frame.cost.notna()]
     # budgets between two plans' costs repeat the cheaper plan: keep each plan once, at its lowest budget
     key_ = frame.assignments.map(lambda a: tuple(sorted(a.items())))
     frame = frame[~(key_.duplicated() & (frame.kind == "plan"))].reset_index(drop=True)
     plans = frame.kind == "plan"
-    key = f"cal_{obj.name}"
-    sign = -1.0 if obj.higher_is_better else 1.0
     frame["front"] = False
     frame.loc[plans, "front"] = non_dominated(frame.loc[plans, "cost"].to_numpy(),
-                                              sign * frame.loc[plans, key].to_numpy())
-    return ParetoFront(frame, metric, obj.name, {"estimator": sensitivity.estimator, "search": search,
-                                                 "formats": [c.name for c in choices], "seed": seed},
-                       obj.higher_is_better)
+                                              as_loss(objective, frame.loc[plans, f"cal_{objective.name}"].to_numpy()))
+    return frame
