@@ -21,6 +21,7 @@ from ..errors import MpsearchError, StudyError
 from ..examples import EXAMPLES
 from ..formats import DEFAULT_FORMATS, parse_choices
 from ..objectives import get_objective, objective_names
+from ..objectives import sign as objective_sign
 from ..search import get_searcher, searcher_names
 from ..sensitivity import estimator_names, get_estimator
 
@@ -400,7 +401,7 @@ def _objectives(c: _Checker, v, hardware: list[str]) -> list[Metric]:
                              'remove "none" from hardware')
             measured, default_max = False, False
         elif name in objective_names():
-            measured, default_max = True, get_objective(name).higher_is_better
+            measured, default_max = True, objective_sign(name) < 0
         else:
             raise c.fail(f"objectives[{i}]", f"unknown metric {name!r}; use a predicted total "
                          f"({', '.join(COST_METRICS)}) or a measured objective "
