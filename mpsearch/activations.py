@@ -2,7 +2,7 @@
 
 A choice `WEIGHT:ACT` (e.g. `int8:int8`) also quantizes the input of the site's linear/conv op
 with a per-tensor scale calibrated on the FP model: min-max by default, `_mse` (grid search of
-the clip on the sampled values), `_octav`, or `_p{D}` (percentile), chosen by the ACT name. The
+the clip on the sampled values), `_octav`, or `_p{P}` (percentile), chosen by the ACT name. The
 scales are stored in the plan (`plan.sites[site]["act_scale"]`, `"act_zero"` when asymmetric), so
 `apply` needs no data. Embedding sites take integer ids: their activation part is a no-op.
 

@@ -85,11 +85,11 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
              hardware=None, metric: str | None = None, estimator_settings: dict | None = None,
              seed: int = 0, storage: str | None = "memory", progress: bool | None = None) -> AutotuneResult:
     """Try knob configurations (all of a small space; else `trials` distinct ones by seeded TPE), plan on `data` with
-    each, measure each plan on `held_out` (default: the last `held_out_fraction` of `data`) and keep the
+    each, measure each plan on `held_out` (default: a seeded random `held_out_fraction` of `data`) and keep the
     best. `metric`: what to measure (default cross_entropy with labels, else kl). `estimator_settings`
     apply to every estimator that accepts them (e.g. {'max_probes': 32} for speed)."""
     if held_out is None:
-        data, held_out = split(data, held_out_fraction)
+        data, held_out = split(data, held_out_fraction, seed)  # a seeded random hold-out
     base = Planner(model, data, PlanConfig(formats=formats, estimator="hessian", search=search, hardware=hardware,
                                            seed=seed, guard_uniform=False))
     return base.autotune(budget, held_out, knobs=knobs, trials=trials, metric=metric,

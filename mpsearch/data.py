@@ -50,11 +50,16 @@ def _to(x, device):
 
 
 def _slice(x, i: int, j: int):
+    return _index(x, slice(i, j))
+
+
+def _index(x, idx):
+    """Rows `idx` (a slice or index tensor) of every tensor in x."""
     if isinstance(x, dict):
-        return {k: v[i:j] for k, v in x.items()}
+        return {k: v[idx] for k, v in x.items()}
     if isinstance(x, (tuple, list)):
-        return type(x)(v[i:j] for v in x)
-    return x[i:j]
+        return type(x)(v[idx] for v in x)
+    return x[idx]
 
 
 def _tensor(v, what: str) -> torch.Tensor:
@@ -129,6 +134,28 @@ class CalibrationData:
             left -= k
         return CalibrationData(out)
 
+    def sample(self, n: int, seed: int = 0) -> CalibrationData:
+        """A seeded random subset of `n` samples (all of them, unchanged, when there are no more than n):
+        the first n of an ordered file (sorted by class, by date) would bias whatever is estimated on it."""
+        if n >= self.num_samples:
+            return self
+        return self.split(n, seed)[0]
+
+    def split(self, k: int, seed: int = 0) -> tuple[CalibrationData, CalibrationData]:
+        """A seeded random partition into k samples and the rest, each in the original order."""
+        perm = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
+        return self._rows(perm[:k].sort().values), self._rows(perm[k:].sort().values)
+
+    def _rows(self, rows: torch.Tensor) -> CalibrationData:
+        out, start = [], 0
+        for b in self.batches:
+            local = rows[(rows >= start) & (rows < start + b.size)] - start
+            start += b.size
+            if len(local):
+                out.append(Batch(_index(b.x, local), None if b.y is None else b.y[local],
+                                 None if b.ref is None else b.ref[local]))
+        return CalibrationData(out)
+
     def digest(self) -> str:
         """A content hash, so cached sensitivities are keyed by the data they were computed on."""
         h = hashlib.sha256()
@@ -183,13 +210,26 @@ def _one(item) -> tuple[Any, torch.Tensor | None]:
     )
 
 
+def _is_pair(data) -> bool:
+    """An (x, y) pair, as a tuple, or as a two-item list of inputs and labels: `[x, y]` with one label
+    per row and labels not shaped like the inputs (two input batches always have the same row shape)."""
+    if isinstance(data, tuple):
+        return len(data) == 2
+    if not (isinstance(data, list) and len(data) == 2):
+        return False
+    x, y = data
+    if not all(isinstance(v, (torch.Tensor, np.ndarray)) for v in (x, y)) or x.ndim == 0 or y.ndim == 0:
+        return False
+    return x.shape[0] == y.shape[0] and tuple(x.shape[1:]) != tuple(y.shape[1:])
+
+
 def as_data(data, batch_size: int = 256) -> CalibrationData:
     """Normalize any accepted form of calibration data."""
     if isinstance(data, CalibrationData):
         return data
     if isinstance(data, (str, Path)):
         return as_data(load_data_file(data), batch_size)
-    if isinstance(data, (torch.Tensor, np.ndarray, dict)) or (isinstance(data, tuple) and len(data) == 2):
+    if isinstance(data, (torch.Tensor, np.ndarray, dict)) or _is_pair(data):
         return CalibrationData(_split(*_one(data), batch_size))
     if isinstance(data, Iterable):
         batches = [Batch(*_one(item)) for item in data]

@@ -53,3 +53,21 @@ def test_shape_and_label_checks(digits):
         check_fits(digits.model, as_data(torch.zeros(2, 3, 32, 32)))
     with pytest.raises(DataError, match="labels run up to 12"):
         check_fits(digits.model, as_data((digits.calibration["x"][:4], torch.tensor([0, 1, 2, 12]))))
+
+
+def test_a_two_item_list_of_inputs_and_labels_is_one_labelled_set():
+    x, y = torch.randn(6, 3), torch.arange(6)
+    d = as_data([x, y])
+    assert d.labelled and d.num_samples == 6 and torch.equal(d.batches[0].x, x) and torch.equal(d.batches[0].y, y)
+    two = as_data([x, x + 1])  # two input batches of the same row shape stay two batches
+    assert len(two) == 2 and not two.labelled and two.num_samples == 12
+
+
+def test_sample_is_a_seeded_random_subset_not_the_head():
+    x = torch.arange(100, dtype=torch.float32).reshape(-1, 1)
+    d = as_data({"x": x, "y": torch.arange(100) // 25}, batch_size=16)
+    s = d.sample(20, seed=1)
+    rows = torch.cat([b.x for b in s]).reshape(-1)
+    assert s.num_samples == 20 and len(set(rows.tolist())) == 20 and rows.max() >= 25
+    assert torch.equal(rows, torch.cat([b.x for b in d.sample(20, seed=1)]).reshape(-1))
+    assert d.sample(100) is d and d.sample(500) is d

@@ -11,11 +11,11 @@ from ..formats import format_names, get_choice
 from ._registry import command
 
 GRAMMAR = """\
-grammar: int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{D}]  b = 2..8, default per channel, absmax clip
-         fp8_e4m3 fp8_e5m2 fp6_e3m2 fp6_e2m3 fp4_e2m1, then [_pt|_pc|_g{G}][_mse|_p{D}]  (fp16 scale)
+grammar: int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{P}]  b = 2..8, default per channel, absmax clip
+         fp8_e4m3 fp8_e5m2 fp6_e3m2 fp6_e2m3 fp4_e2m1, then [_pt|_pc|_g{G}][_mse|_p{P}]  (fp16 scale)
          mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4 mxint8 (OCP MX v1.0), nvfp4, bf16, fp16
 choice:  WEIGHT or WEIGHT:ACT, ACT a per-tensor int{b}[_asym] or fp8 format: int8:int8, fp8_e4m3:fp8_e4m3,
-         int4:int8_p9999 (activation clip: min-max, _mse, _octav or _p{D} = the 0.D quantile)"""
+         int4:int8_p9999 (activation clip: min-max, _mse, _octav or _p{P} = the P-th percentile, e.g. _p99.9)"""
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Scaled minifloat formats: FP8 (E4M3, E5M2), FP6 (E3M2, E2M3), FP4 (E2M1) elements with an FP16 scale.
 
 Grammar: `fp8_e4m3`, `fp8_e5m2`, `fp6_e3m2`, `fp6_e2m3`, `fp4_e2m1`, then optionally `_pt` /
-`_pc` / `_g{G}` (default: per output channel) and `_mse` / `_p{D}` for the clip. Each block's
+`_pc` / `_g{G}` (default: per output channel) and `_mse` / `_p{P}` for the clip. Each block's
 scale is the smallest FP16 value ≥ clip / element max; elements are the saturating RNE conversion
 of x / scale (see `_elements`). E.g. `fp4_e2m1_g32` = 4 + 16/32 = 4.5 bits per element.
 As an activation format (`fp8_e4m3:fp8_e4m3`) the scale is per tensor, FP32, from calibration.
@@ -19,7 +19,7 @@ from ..errors import FormatError
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
 from ._elements import MINIFLOATS, Minifloat
 from ._integer import SCALE_BITS
-from ._scaling import CLIP_PATTERN, clip_name, div, fp16_scale, symmetric_clip
+from ._scaling import CLIP_PATTERN, clip_name, div, fp16_scale, quantile_of, symmetric_clip
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,8 @@ class MinifloatFamily(FormatFamily):
     def build(self, m: re.Match[str]) -> Format:
         if m.group(4) == "octav":
             raise FormatError(f"OCTAV clipping is defined for integer formats; use {m.group(1)}_mse instead")
+        if (m.group(4) or '').startswith('p'):
+            quantile_of(m.group(4))  # refuse an out-of-range percentile by name, not at first use
         gran = Granularity.parse(m.group(2), m.group(3))
         return MinifloatFormat(m.group(1), gran.kind, gran.group, m.group(4) or "absmax")
 

@@ -1,6 +1,6 @@
 """Integer formats (symmetric or asymmetric; per tensor, channel or group) and the 16-bit 'keep' formats.
 
-Grammar: `int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{D}]`, b = 2…8; no granularity suffix means
+Grammar: `int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{P}]`, b = 2…8; no granularity suffix means
 per output channel; the last suffix picks the clip (see `_scaling`). Examples: `int4`, `int4_g128`,
 `int8_pt`, `int4_asym_g64`, `int4_g128_mse`, `int3_octav`.
 
@@ -20,7 +20,7 @@ import torch
 
 from ..errors import FormatError
 from ._base import Encoded, Format, FormatFamily, Granularity, as_rows, register_family
-from ._scaling import CLIP_PATTERN, asymmetric_range, clip_name, div, fp16_scale, symmetric_clip
+from ._scaling import CLIP_PATTERN, asymmetric_range, clip_name, div, fp16_scale, quantile_of, symmetric_clip
 
 SCALE_BITS = 16
 
@@ -147,6 +147,8 @@ class IntFamily(FormatFamily):
     def build(self, m: re.Match[str]) -> Format:
         if m.group(2) and m.group(5) == "octav":
             raise FormatError(f"OCTAV clipping is defined for symmetric formats; use {m.group(0)[:-6]}_mse")
+        if (m.group(5) or '').startswith('p'):
+            quantile_of(m.group(5))  # refuse an out-of-range percentile by name, not at first use
         gran = Granularity.parse(m.group(3), m.group(4))
         return IntFormat(int(m.group(1)), gran.kind, gran.group, bool(m.group(2)), m.group(5) or "absmax")
 

@@ -8,8 +8,11 @@ as FP16. Clip methods (the name suffix that selects them):
   squared quantization error of the block (ties: the larger clip).
 - `_octav`: OCTAV's fixed point (Sakr et al. 2022, eq. 8),
   c ← E[|x|·1{|x|>c}] / ((4^-b / 3)·E[1{|x|≤c}] + E[1{|x|>c}]), 30 iterations from c = max|x|/2.
-- `_p{D}`: c = the 0.D quantile of |x| in the block (e.g. `_p9999`: 99.99th percentile), mostly
-  for activations.
+- `_p{P}`: c = the P-th percentile of |x| in the block, 0 < P ≤ 100 (`_p99.9`: 99.9th percentile,
+  `_p50`: the median), mostly for activations. The older digits-only spelling of a tail percentile
+  stays valid where it cannot be misread: `_p999` = `_p99.9`, `_p9999` = `_p99.99` (digits starting
+  with 99, read as 99.…). Any other number above 100 (`_p1000`) is refused with the new spelling.
+
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..errors import FormatError
 FP16_MAX = 65504.0
 MSE_GRID = [1 - i / 100 for i in range(60)]
 OCTAV_ITERS = 30
-CLIP_PATTERN = r"(?:_(mse|octav|p\d+))?"
+CLIP_PATTERN = r"(?:_(mse|octav|p\d+(?:\.\d+)?))?"
 ErrorFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (blocks, clip) -> squared error per block
 
 
@@ -57,10 +60,23 @@ def absmax(blocks: torch.Tensor) -> torch.Tensor:
     return torch.maximum(hi, -lo)
 
 
+def quantile_of(method: str) -> float:
+    """The quantile in (0, 1] that a `p{P}` clip method names (see the module docstring)."""
+    text = method[1:]
+    p = float(text)
+    if p > 100 and text.isdigit() and text.startswith("99"):
+        p = float("99." + text[2:])
+    if not 0 < p <= 100:
+        hint = f"_p{text[:2]}.{text[2:]}" if text.isdigit() and len(text) > 2 else "_p99.9"
+        raise FormatError(f"clip _p{text}: the percentile must be in (0, 100]; write e.g. {hint} "
+                          "for a tail percentile or _p50 for the median")
+    return p / 100
+
+
 def _quantile(a: torch.Tensor, method: str) -> torch.Tensor:
-    q = float("0." + method[1:])
+    q = quantile_of(method)
     n = a.shape[-1]
-    k = min(max(math.ceil(q * n), 1), n)
+    k = min(max(math.ceil(round(q * n, 9)), 1), n)
     return torch.kthvalue(a, k, dim=-1, keepdim=True).values
 
 
@@ -115,9 +131,9 @@ def asymmetric_range(blocks: torch.Tensor, method: str, error: ErrorFn) -> tuple
         return best[0], best[1]
     if method == "octav":
         raise FormatError("OCTAV clipping is defined for symmetric formats; use _mse with _asym")
-    q = float("0." + method[1:])
+    q = quantile_of(method)
     n = blocks.shape[-1]
-    k_hi = min(max(math.ceil(q * n), 1), n)
+    k_hi = min(max(math.ceil(round(q * n, 9)), 1), n)
     k_lo = min(max(n + 1 - k_hi, 1), n)
     hi = torch.kthvalue(blocks, k_hi, dim=-1, keepdim=True).values
     lo = torch.kthvalue(blocks, k_lo, dim=-1, keepdim=True).values

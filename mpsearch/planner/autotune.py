@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..activations import plan_params
-from ..data import Batch, CalibrationData, _slice, as_data
+from ..data import CalibrationData, as_data
 from ..errors import UsageError
 from ..objectives import Objective, as_loss, default_objective, get_objective
 from ..registry import Registry
@@ -168,23 +168,15 @@ class AggregateKnob(Knob):
         kwargs.setdefault("search_settings", {})["aggregate"] = value
 
 
-def split(data, held_out_fraction: float) -> tuple[CalibrationData, CalibrationData]:
-    """The first part of the samples to plan on, the rest held out."""
+def split(data, held_out_fraction: float, seed: int = 0) -> tuple[CalibrationData, CalibrationData]:
+    """A seeded random part of the samples to plan on, the rest held out (not the last rows: an ordered
+    file would hold out one class)."""
     data = as_data(data)
     n = data.num_samples
     k = int(round(n * (1 - held_out_fraction)))
     if not 0 < k < n:
         raise UsageError(f"cannot hold out {held_out_fraction:.0%} of {n} samples; pass held_out data instead")
-    head, tail, seen = [], [], 0
-    for b in data:
-        m = b.size
-        cut = min(max(k - seen, 0), m)
-        if cut:
-            head.append(Batch(_slice(b.x, 0, cut), None if b.y is None else b.y[:cut]))
-        if cut < m:
-            tail.append(Batch(_slice(b.x, cut, m), None if b.y is None else b.y[cut:]))
-        seen += m
-    return CalibrationData(head), CalibrationData(tail)
+    return data.split(k, seed)
 
 
 @dataclass

@@ -329,7 +329,7 @@ class HessianTrace(Estimator):
         method = st.get("method", "auto")
         if method not in ("auto", "ggn", "hutchinson"):
             raise UsageError(f"hessian method {method!r} is unknown; use auto, ggn or hutchinson")
-        sub = data.take(max_samples)
+        sub = data.sample(max_samples, seed)
         params = [model.get_parameter(s.param) for s in sites]
         why = ""
         t0 = time.perf_counter()

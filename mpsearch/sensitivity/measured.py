@@ -55,7 +55,7 @@ class Measured(Estimator):
     ) -> SensitivityTable:
         max_samples = int(self.settings.get("max_samples", 512))
         micro = int(self.settings.get("micro_batch", 32))
-        sub = micro_batches(data.take(max_samples), micro)
+        sub = micro_batches(data.sample(max_samples, seed), micro)
         parts = [CalibrationData([b]) for b in sub]
         w = torch.tensor([b.size for b in sub], dtype=torch.float64)
         w /= w.sum()

@@ -79,7 +79,7 @@ class _GradientEstimator(Estimator):
     ) -> SensitivityTable:
         max_samples = int(self.settings.get("max_samples", 512))
         probes = int(self.settings.get("probes", 4))
-        sub = data.take(max_samples)
+        sub = data.sample(max_samples, seed)
         fisher = self._fisher_mode(objective) if self.name != "taylor" else "gradient"
         n = sub.num_samples
         gen = torch.Generator().manual_seed(seed)

@@ -1,8 +1,11 @@
 """Integer and scaled-minifloat formats: hand-worked scales, RNE, zero-points, groups and clipping."""
 
+import math
+
 import pytest
 import torch
 
+from mpsearch.errors import FormatError
 from mpsearch.formats import get_format
 from mpsearch.formats._scaling import MSE_GRID, fp16_scale
 
@@ -113,3 +116,19 @@ def test_scaled_minifloat_hand_worked():
     # groups [3, -1.1] (s = ceil16(3/6) = 0.5: 6, -2.2 -> -2 -> -1.0) and [0.05, 0.0] (s = ceil16(0.05/6))
     q = g.quantize(torch.tensor([[3.0, -1.1, 0.05, 0.0]]))
     assert q[0, :2].tolist() == [3.0, -1.0] and q[0, 2].item() == pytest.approx(0.05, rel=1e-3)
+
+
+@pytest.mark.parametrize("suffix, pct", [("_p99.9", 99.9), ("_p999", 99.9), ("_p9999", 99.99), ("_p50", 50.0),
+                                         ("_p5", 5.0), ("_p100", 100.0), ("_p99", 99.0), ("_p12.5", 12.5)])
+def test_percentile_suffix_is_the_percentile(suffix, pct):
+    """`_p{P}` clips at the P-th percentile of |x| (1..1000 here, so the clip is 10·P), not at 0.P."""
+    x = torch.arange(1, 1001, dtype=torch.float32).reshape(1, -1)
+    clip = math.ceil(pct * 10 - 1e-9)
+    scale = get_format("int8" + suffix).encode(x).scales["scale"].float().item()
+    assert scale == fp16_scale(torch.tensor(float(clip)), 127)
+
+
+@pytest.mark.parametrize("name", ["int8_p0", "int8_p1000", "int8_p100.5", "fp8_e4m3_p250"])
+def test_percentile_out_of_range_is_refused_with_the_new_spelling(name):
+    with pytest.raises(FormatError, match=r"percentile must be in \(0, 100\]; write e\.g\. _p"):
+        get_format(name)

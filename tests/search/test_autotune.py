@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mpsearch.api import autotune
 from mpsearch.planner.autotune import FormatVariantKnob, TuneContext, knob_names, split
@@ -53,12 +54,21 @@ def test_knob_options_come_from_the_registries(monkeypatch):
     assert {"estimator", "format_variant", "sensitivity_loss", "aggregate"} <= set(knob_names())
 
 
-def test_split_holds_out_the_tail(mlp):
-    head, tail = split(mlp.calibration, 0.25)
-    assert (head.num_samples, tail.num_samples) == (192, 64)
-    assert bool((tail.batches[-1].y == mlp.calibration["y"][-len(tail.batches[-1].y):]).all())
+def test_split_holds_out_a_seeded_random_quarter():
+    """Labels sorted by class: the last quarter would be one class; a seeded random hold-out is not."""
+    x = torch.arange(200, dtype=torch.float32).reshape(-1, 1)
+    y = torch.arange(200) // 50  # classes 0..3, in order
+    head, tail = split({"x": x, "y": y}, 0.25, seed=3)
+    assert (head.num_samples, tail.num_samples) == (150, 50)
+    rows = torch.cat([b.x for b in head] + [b.x for b in tail]).reshape(-1).long()
+    assert sorted(rows.tolist()) == list(range(200))  # a partition
+    assert len(set(torch.cat([b.y for b in tail]).tolist())) == 4  # every class held out, not just the last
+    again = split({"x": x, "y": y}, 0.25, seed=3)[1]
+    assert torch.equal(torch.cat([b.x for b in again]), torch.cat([b.x for b in tail]))
+    assert not torch.equal(torch.cat([b.x for b in split({"x": x, "y": y}, 0.25, seed=4)[1]]),
+                           torch.cat([b.x for b in tail]))
     with pytest.raises(Exception, match="cannot hold out"):
-        split(mlp.calibration, 1.0)
+        split({"x": x, "y": y}, 1.0)
 
 
 def test_activation_calibration_is_a_knob(mlp):
