@@ -56,6 +56,8 @@ class Budget:
         if m:
             return cls._checked(metric, float(m.group(1)) / 100, True, raw)
         m = re.fullmatch(_NUM + r"([a-zµ]*)", val)
+        if m and metric == "memory" and m.group(2).endswith("b"):
+            cls._refuse_bits(raw, m.group(1), m.group(2))
         if m and m.group(2) in _UNITS[metric]:
             if metric == "memory" and not m.group(2) and not eq:
                 raise BudgetError(f"budget {raw!r} has no unit; write e.g. {raw.strip()}MB, {raw.strip()}bits or "
@@ -63,6 +65,18 @@ class Budget:
             return cls._checked(metric, float(m.group(1)) * _UNITS[metric][m.group(2)], False, raw)
         units = ", ".join(u for u in _UNITS[metric] if u) or "no unit"
         raise BudgetError(f"cannot parse budget {raw!r}; {metric} takes {units} or a % ({_EXAMPLES})")
+
+    @staticmethod
+    def _refuse_bits(raw: str, num: str, unit: str) -> None:
+        """A lowercase b is a bit (4Mb = 0.5MB); memory budgets are bytes, so a bit unit is refused rather
+        than read as bytes (a silent 8x) or guessed."""
+        typed = re.search(r"([a-zA-Zµ]*)\s*$", raw).group(1)
+        if typed.endswith("b") and unit in _BYTES:
+            fix = f"{num}{typed[:-1].upper() if len(typed) > 1 and typed[-2] != 'i' else typed[:-1]}B"
+            if len(typed) == 3:  # kib, Mib -> KiB, MiB
+                fix = f"{num}{typed[0].upper()}iB"
+            raise BudgetError(f"budget {raw!r} is in bits (a lowercase b is a bit); memory budgets are in bytes: "
+                              f"write {fix} for bytes, or divide by 8")
 
     @classmethod
     def _checked(cls, metric: str, value: float, relative: bool, raw: str) -> Budget:
@@ -76,40 +90,41 @@ class Budget:
 
     def __str__(self) -> str:
         if self.relative:
-            return f"{self.metric}={self.value * 100:g}%"
+            return f"{self.metric}={self.value * 100:.12g}%"
         if self.metric == "bits":
-            return f"{self.value:g}bits"
+            return f"{self.value:.12g}bits"
         if self.metric == "memory":
             for unit, f in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-                if self.value >= f and round(self.value / f, 6) == self.value / f:
+                if self.value >= f:
                     return f"{self.value / f:.12g}{unit}"
-            return f"{self.value:.0f}B"
-        return f"{self.metric}={format_metric(self.metric, self.value)}"
+            return f"{self.value:.12g}B"
+        return f"{self.metric}={format_metric(self.metric, self.value, digits=12)}"
 
 
-def format_metric(metric: str, v: float) -> str:
-    """Human units: 3.2 MB, 4.37 bits, 1.8 ms, 5.1 mJ, 2.3 GBOPs."""
+def format_metric(metric: str, v: float, digits: int = 4) -> str:
+    """Human units: 3.2 MB, 4.37 bits, 1.8 ms, 5.1 mJ, 2.3 GBOPs, to `digits` significant digits (a budget
+    is written with 12, so the plan file keeps the number the user asked for)."""
     if metric in ("memory", "bytes"):
         for unit, f in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
             if abs(v) >= f:
-                return f"{v / f:.4g}{unit}"
+                return f"{v / f:.{digits}g}{unit}"
         return f"{v:.0f}B"
     if metric == "bits":
         return f"{v:.3f}bits"
     if metric == "latency":
         for unit, f in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
             if abs(v) >= f:
-                return f"{v / f:.4g}{unit}"
-        return f"{v / 1e-9:.4g}ns"
+                return f"{v / f:.{digits}g}{unit}"
+        return f"{v / 1e-9:.{digits}g}ns"
     if metric == "energy":
         for unit, f in (("J", 1), ("mJ", 1e-3), ("uJ", 1e-6)):
             if abs(v) >= f:
-                return f"{v / f:.4g}{unit}"
-        return f"{v / 1e-9:.4g}nJ"
+                return f"{v / f:.{digits}g}{unit}"
+        return f"{v / 1e-9:.{digits}g}nJ"
     for unit, f in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(v) >= f:
-            return f"{v / f:.4g}{unit}"
-    return f"{v:.4g}"
+            return f"{v / f:.{digits}g}{unit}"
+    return f"{v:.{digits}g}"
 
 
 def parse_budgets(specs) -> list[Budget]:

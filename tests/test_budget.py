@@ -72,3 +72,19 @@ def test_infeasible_budget_speaks_the_budgets_terms(digits_shared):
     with pytest.raises(InfeasibleBudget, match=rf"allows 10KB but the smallest achievable is {least_kb:.4g}KB "
                                                rf"\(every site at its cheapest format, plus {2 * other / 1e3:.4g}KB"):
         plan(ex.model, ex.calibration, "10KB", formats="int2,int4,bf16", guard_uniform=False)
+
+
+@pytest.mark.parametrize("text", ["latency=1.23456ms", "energy=5.123456mJ", "bops=2.345678G", "4.123456bits",
+                                  "memory=12.3456%", "3.14159265MB"])
+def test_budget_text_keeps_full_precision(text):
+    """A plan file records the budget asked for, not a 4-digit rounding of it."""
+    b = Budget.parse(text)
+    assert Budget.parse(str(b)).value == pytest.approx(b.value, rel=1e-12)
+    assert str(b).replace("memory=", "") == text.replace("memory=", "")
+
+
+@pytest.mark.parametrize("text, fix", [("4Mb", "4MB"), ("4mb", "4MB"), ("memory=2Gb", "2GB"), ("900kib", "900KiB")])
+def test_a_lowercase_b_is_bits_and_refused_for_memory(text, fix):
+    with pytest.raises(BudgetError, match=f"is in bits.*write {fix} for bytes"):
+        Budget.parse(text)
+    assert Budget.parse(fix).value == {"4MB": 4e6, "2GB": 2e9, "900KiB": 900 * 1024}[fix]
