@@ -15,10 +15,17 @@ Two ways to get the per-site block traces Tr(H_ll), chosen by `method`:
 
 ``auto`` (default) takes ``ggn`` whenever it is exact and supported, else ``hutchinson``. Every
 trace carries its Monte-Carlo standard error (zero for exact GGN columns) into the table.
+
+A negative trace (the loss curves down along that weight: not at a minimum, or probe noise) is not
+clipped to 0 — that would make every format free there and hand the site int2. Ω uses |Tr| instead
+(the curvature's magnitude: a loss change of that size in either direction) and a warning names the
+sites; `site_info.trace` keeps the signed value. A site whose relative standard error stays above
+`tol` after `max_probes` probes is named in a warning too.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -35,6 +42,8 @@ from ._base import Estimator, SensitivityTable, register_estimator, weight_pertu
 from ._curvature import curvature_for
 from ._persample import Taps, Unsupported
 from ._structure import nonlinear_ops
+
+log = logging.getLogger(__name__)
 
 
 def data_loss(model: nn.Module, data: CalibrationData, objective, call=None) -> torch.Tensor:
@@ -387,8 +396,8 @@ class HessianTrace(Estimator):
             }
         )
         dw = weight_perturbation(model, sites, choices).merge(info[["site", "params", "trace", "trace_se"]])
-        # A negative trace is noise or a non-convex direction at a non-minimum; HAWQ's Ω assumes ≥ 0.
-        dw["omega"] = dw.trace.clip(lower=0) / dw.params * dw.dw2
+        _warn_about_traces(info, tol)
+        dw["omega"] = dw.trace.abs() / dw.params * dw.dw2  # |Tr|: see the module docstring
         dw["omega_se"] = dw.trace_se / dw.params * dw.dw2
         frame = dw[["site", "format", "omega", "omega_se"]].reset_index(drop=True)
         return SensitivityTable(
@@ -406,6 +415,20 @@ class HessianTrace(Estimator):
             },
             info,
         )
+
+
+def _warn_about_traces(info: pd.DataFrame, tol: float) -> None:
+    """Say which traces are negative (Ω uses |Tr|) and which missed `tol` (more probes would help)."""
+    neg = info[info.trace < 0]
+    if len(neg):
+        log.warning("%d site(s) have a negative Hessian trace (%s): the loss curves down there (not at a "
+                    "minimum) or the estimate is noise; their Ω uses |trace|", len(neg), ", ".join(neg.site[:5]))
+    rel = info.trace_se / info.trace.abs().clip(lower=1e-300)
+    missed = info[(rel > tol) & (info.trace_se > 0)]
+    if len(missed):
+        log.warning("%d site(s) did not reach tol=%g (worst relative SE %.3g at %s after %d probes); raise "
+                    "max_probes or max_samples for a tighter estimate", len(missed), tol, float(rel.max()),
+                    info.site[rel.idxmax()], int(info.probes.max()))
 
 
 @register_estimator("hutchinson")

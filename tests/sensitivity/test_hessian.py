@@ -148,3 +148,26 @@ def test_unknown_method_is_a_usage_error():
     model, data = tanh_mlp(), _data((6,), 4)
     with pytest.raises(mpsearch.errors.UsageError, match="method"):
         _estimate(model, data, method="lanczos")
+
+
+def test_a_negative_trace_is_not_free_int2(caplog):
+    """At this random init the first layer's exact Hessian trace is negative: Ω must not be 0 there
+    (int2 for free) but |Tr|/n·‖ΔW‖², with a warning naming the site."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    data = _data((3,), 2, n=16, seed=4)
+    with caplog.at_level("WARNING", logger="mpsearch"):
+        table, site_list, data, obj = _estimate(model, data, tol=0.2, max_probes=200)
+    exact = exact_block_traces(model, data, obj, site_list)
+    info = table.site_info
+    assert exact[0] < 0 and float(info.trace[0]) < 0
+    omega = table.frame.set_index("site").omega
+    assert omega["0"] > 0
+    assert "negative Hessian trace (0)" in caplog.text
+
+
+def test_a_missed_tolerance_is_reported(caplog):
+    model, data = tanh_mlp(), _data((6,), 4)
+    with caplog.at_level("WARNING", logger="mpsearch"):
+        _estimate(model, data, tol=0.001, min_probes=2, max_probes=4)
+    assert "did not reach tol=0.001" in caplog.text and "after 4 probes" in caplog.text
