@@ -8,18 +8,21 @@ BackPACK use. That is what makes the Gauss-Newton trace, the empirical Fisher an
 Taylor score cost a handful of backward passes instead of one pass per sample.
 
 Supported: Linear, Conv1d/Conv2d (zero padding) and Embedding modules whose weight is used by that
-one module, once per forward. Anything else raises `Unsupported`, and the caller falls back.
+one module, once per forward — or, in an exported (`.pt2`) graph, the same aten ops, tapped by a node
+inserted after each site's op for the duration (`GraphOp` carries the layer attributes).
+Anything else raises `Unsupported`, and the caller falls back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model import Site, _module_sites
+from ..model import Site, _graph_weight_nodes, _module_sites
 
 _CHUNK_ELEMS = 1 << 24  # per-sample intermediates are built in chunks of at most ~16M elements
 
@@ -51,12 +54,67 @@ def _conv_patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return F.unfold(a, k, dilation=d, padding=p, stride=s).transpose(1, 2)
 
 
+@dataclass(frozen=True)
+class GraphOp:
+    """The layer attributes a tap reads, taken from an exported graph's op node (a `.pt2` has no modules)."""
+
+    kind: str
+    groups: int = 1
+    kernel_size: tuple = ()
+    stride: tuple = ()
+    padding: tuple | str = ()
+    dilation: tuple = ()
+    padding_mode: str = "zeros"
+    num_embeddings: int = 0
+    padding_idx: int | None = None
+
+    @classmethod
+    def of(cls, node: torch.fx.Node, kind: str, weight: torch.Tensor) -> GraphOp:
+        a = list(node.args)
+        if kind == "embedding":
+            pad = a[2] if len(a) > 2 else -1
+            return cls("embedding", num_embeddings=weight.shape[0], padding_idx=None if pad < 0 else pad)
+        if kind == "linear":
+            return cls("linear")
+        nd = weight.dim() - 2
+        if node.target == _GRAPH_OPS_CONVOLUTION:
+            if a[6]:
+                raise Unsupported("transposed convolution")
+            stride, padding, dilation, groups = a[3], a[4], a[5], a[8]
+        else:
+            stride, padding, dilation, groups = (a + [None] * 7)[3:7]
+        if nd == 3:
+            raise Unsupported("Conv3d")
+
+        def tup(v, default):
+            v = default if v is None else v
+            return tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd
+
+        padding = padding if isinstance(padding, str) else tup(padding, 0)
+        return cls("conv", groups or 1, tuple(weight.shape[2:]), tup(stride, 1), padding, tup(dilation, 1))
+
+
+_GRAPH_OPS_CONVOLUTION = torch.ops.aten.convolution.default
+
+
+class _GraphHook:
+    """Called after a site's op node with (input, output): the graph form of a forward hook."""
+
+    def __init__(self, tap: SiteTap):
+        self.tap = tap
+        self.__name__ = f"tap_{tap.site.name}"
+
+    def __call__(self, inp, out):
+        r = self.tap.hook(None, (inp,), out)
+        return out if r is None else r
+
+
 class SiteTap:
     """One site's module: its recorded input and output, and per-sample products with a gradient δ."""
 
     def __init__(self, site: Site, module: nn.Module):
         self.site, self.module = site, module
-        self.kind = (
+        self.kind = module.kind if isinstance(module, GraphOp) else (
             "embedding"
             if isinstance(module, nn.Embedding)
             else ("linear" if isinstance(module, nn.Linear) else "conv")
@@ -191,21 +249,57 @@ class Taps:
     def __init__(self, model: nn.Module, sites: list[Site]):
         found = _module_sites(model)  # param -> every (kind, module) that uses it
         self.taps: list[SiteTap] = []
+        self._graph = None
+        if not found and isinstance(model, torch.fx.GraphModule):
+            found = self._graph_sites(model)
         for s in sites:
             if s.param not in found:
                 raise Unsupported(f"site {s.name!r} is not the weight of a Linear/Conv/Embedding module")
             if len(found[s.param]) > 1:
                 raise Unsupported(f"site {s.name!r} shares its weight with another module")
+            if isinstance(found[s.param][0][1], Unsupported):
+                raise found[s.param][0][1]
             self.taps.append(SiteTap(s, found[s.param][0][1]))
         self._handles = []
 
+    def _graph_sites(self, gm: torch.fx.GraphModule) -> dict:
+        """param -> [(kind, GraphOp)] from the op nodes of an exported graph; the nodes are kept to tap."""
+        params = dict(gm.named_parameters())
+        found: dict[str, list] = {}
+        self._nodes: dict[str, torch.fx.Node] = {}
+        for node, (kind, param) in _graph_weight_nodes(gm).items():
+            try:
+                op = GraphOp.of(node, kind if kind in ("linear", "embedding") else "conv", params[param])
+            except Unsupported as e:
+                op = e
+            found.setdefault(param, []).append((kind, op))
+            self._nodes[param] = node
+        self._graph = gm
+        return found
+
     def __enter__(self) -> Taps:
-        self._handles = [t.module.register_forward_hook(t.hook) for t in self.taps]
+        if self._graph is None:
+            self._handles = [t.module.register_forward_hook(t.hook) for t in self.taps]
+            return self
+        graph, self._added = self._graph.graph, []
+        for t in self.taps:
+            node = self._nodes[t.site.param]
+            act = node.args[1] if t.kind == "embedding" else node.args[0]
+            with graph.inserting_after(node):
+                new = graph.call_function(_GraphHook(t), (act, node))
+            node.replace_all_uses_with(new, delete_user_cb=lambda u, new=new: u is not new)
+            self._added.append((node, new))
+        self._graph.recompile()
         return self
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
+        if self._graph is not None:
+            for node, new in self._added:
+                new.replace_all_uses_with(node)
+                self._graph.graph.erase_node(new)
+            self._graph.recompile()
         for t in self.taps:
             t.reset()
 

@@ -4,10 +4,16 @@ The Hessian of L(z(W)) is Jᵀ(∂²L/∂z²)J + Σ_k (∂L/∂z_k) ∂²z_k/∂
 weight block W_l (others fixed) — true for networks of linear/conv layers, ReLU, max/avg pooling,
 eval-mode BatchNorm, residual adds and reshapes — the second term of the diagonal block vanishes
 almost everywhere, so Tr(H_ll) = Tr(GGN_ll) exactly and the GGN trace needs no probe noise.
-We check this by recording every torch function the forward applies to a weight-dependent tensor.
+We check this by recording every torch function the forward applies to a weight-dependent tensor,
+with the set of site weights each tensor depends on: a product (linear, conv, matmul, mul) of two
+tensors that depend on the same weight is quadratic in it — the tied LM head `F.linear(h, emb.weight)`,
+where h comes from `emb` too — so the GGN is not the Hessian there. Op names are matched without
+their aten overload (`aten.conv2d.default` in an exported graph is `conv2d`).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import nn
@@ -101,7 +107,12 @@ _LINEAR = {
     "identity",
     "dropout",
     "batch_norm",
+    "_native_batch_norm_legit_no_training",
 } | _ONE_VARIABLE
+# ops whose output is a product of their tensor arguments: quadratic when two depend on one weight
+_PRODUCT = _ONE_VARIABLE | {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                            "addmm", "einsum", "convolution"}
+_UNKNOWN = frozenset({-1})  # a weight-dependent tensor made where we could not see (conservatively shared)
 
 _TRAINING_ARG = {"batch_norm": 5, "dropout": 2}  # position of the `training` flag
 
@@ -117,24 +128,38 @@ def _tensors(obj):
             yield from _tensors(o)
 
 
+def op_name(func) -> str:
+    """`conv2d` for torch.nn.functional.conv2d and for aten.conv2d.default alike."""
+    return getattr(func, "__name__", str(func)).split(".")[0]
+
+
 class _Recorder(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.nonlinear: list[str] = []
+        self.deps: dict[int, tuple[weakref.ref, frozenset]] = {}
+
+    def _deps(self, t: torch.Tensor) -> frozenset:
+        if isinstance(t, nn.Parameter) or t.is_leaf:
+            return frozenset({id(t)})
+        ref, d = self.deps.get(id(t), (None, None))
+        return d if ref is not None and ref() is t else _UNKNOWN
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if not any(t.requires_grad for t in _tensors(out)):
+        outs = [t for t in _tensors(out) if t.requires_grad]
+        if not outs:
             return out
-        name = getattr(func, "__name__", str(func))
-        variable = [
-            t for t in _tensors((args, kwargs)) if t.requires_grad and not isinstance(t, nn.Parameter)
-        ]
+        name = op_name(func)
+        arg_deps = [self._deps(t) for t in _tensors((args, kwargs)) if t.requires_grad]
+        union = frozenset().union(*arg_deps)
+        for t in outs:
+            self.deps[id(t)] = (weakref.ref(t), union)
         if name not in _LINEAR:
             self.nonlinear.append(name)
-        elif name in _ONE_VARIABLE and len(variable) > 1:
-            self.nonlinear.append(f"{name} of two weight-dependent tensors")
+        elif name in _PRODUCT and sum(len(d) for d in arg_deps) > len(union):
+            self.nonlinear.append(f"{name} of two tensors that depend on the same weight")
         elif (
             name in _TRAINING_ARG
             and kwargs.get("training", len(args) > _TRAINING_ARG[name] and args[_TRAINING_ARG[name]]) is True

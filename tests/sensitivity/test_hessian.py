@@ -171,3 +171,51 @@ def test_a_missed_tolerance_is_reported(caplog):
     with caplog.at_level("WARNING", logger="mpsearch"):
         _estimate(model, data, tol=0.001, min_probes=2, max_probes=4)
     assert "did not reach tol=0.001" in caplog.text and "after 4 probes" in caplog.text
+
+
+class TiedHead(nn.Module):
+    """The usual tied LM head: logits = F.linear(h, emb.weight), h made from emb as well."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.emb = nn.Embedding(7, 5)
+        self.mix = nn.Linear(5, 5)
+
+    def forward(self, ids):
+        return torch.nn.functional.linear(torch.relu(self.mix(self.emb(ids))), self.emb.weight)
+
+
+def test_a_tied_head_is_not_an_exact_ggn_site():
+    """GGN ≠ Hessian when one weight is on both ends (the default gave half the exact trace)."""
+    from mpsearch.sensitivity.hessian import ggn_is_exact
+
+    model = TiedHead().eval()
+    g = torch.Generator().manual_seed(0)
+    data = as_data((torch.randint(0, 7, (16,), generator=g), torch.randint(0, 7, (16,), generator=g)), 16)
+    obj = get_objective("cross_entropy")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    exact, why = ggn_is_exact(model, data, obj)
+    assert not exact and "same weight" in why
+    table, site_list, data, obj = _estimate(model, data, tol=0.1, max_probes=300)
+    assert table.settings["method"] == "hutchinson"
+    truth = exact_block_traces(model, data, obj, [s for s in site_list if s.param == "emb.weight"])
+    info = table.site_info.set_index("site")
+    assert abs(info.trace["emb"] - float(truth[0])) < 4 * info.trace_se["emb"]
+
+
+def test_an_exported_cnn_is_recognised_as_piecewise_linear():
+    """Graph nodes are `aten.conv2d.default`; the check must see `conv2d` (else every .pt2 probes)."""
+    from mpsearch.sensitivity._structure import nonlinear_ops
+
+    model = relu_cnn()
+    x = torch.randn(4, 2, 8, 8)
+    gm = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},)).module()
+    for p in gm.parameters():
+        p.requires_grad_(True)
+    assert nonlinear_ops(gm, x) == []
+    table, *_ = _estimate(gm, _data((2, 8, 8), 3, n=8))
+    assert table.settings["method"] == "ggn"
+    as_module, *_ = _estimate(model, _data((2, 8, 8), 3, n=8))
+    assert table.site_info.trace.tolist() == pytest.approx(as_module.site_info.trace.tolist(), rel=1e-5)
