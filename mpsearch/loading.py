@@ -8,6 +8,7 @@ pkg.mod:fn` (a function that builds the model) is loaded with `weights_only=True
 from __future__ import annotations
 
 import importlib
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,29 @@ def _factory(spec: str) -> nn.Module:
     return model
 
 
+def _quiet_export_load(p: Path):
+    """torch.export.load, without the warning and traceback torch logs before raising: the caller turns
+    the error into one line."""
+    logger, seen = logging.getLogger("torch.export"), []
+
+    class _Keep(logging.Filter):
+        def filter(self, record):
+            seen.append(record)
+            return False
+
+    keep = _Keep()
+    logger.addFilter(keep)
+    try:
+        return torch.export.load(str(p))
+    except Exception as e:
+        why = [r.exc_info[1] for r in seen if r.exc_info and r.exc_info[1] is not None]
+        if why:  # torch's own message only says "check the warnings above"
+            raise ModelLoadError(_first_line(why[-1])) from e
+        raise
+    finally:
+        logger.removeFilter(keep)
+
+
 def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | None = None) -> LoadedModel:
     p = Path(path)
     if not p.is_file():
@@ -75,8 +99,11 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
                                  f"({_first_line(e)})") from e
         return LoadedModel(model.eval(), "factory", str(p))
     if p.suffix == ".pt2":
+        if not zipfile.is_zipfile(p):
+            raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive (not a zip archive: corrupt "
+                                 "or truncated); create it with torch.export.save")
         try:
-            ep = torch.export.load(str(p))
+            ep = _quiet_export_load(p)
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive ({_first_line(e)}); "
                                  "create it with torch.export.save") from e

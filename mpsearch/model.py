@@ -218,9 +218,11 @@ def sites(model: nn.Module, example=None) -> list[Site]:
 
 
 def fingerprint(model: nn.Module) -> str:
-    """sha256 over every parameter's name, shape, dtype and bytes: a plan binds to these weights."""
+    """sha256 over every parameter's and buffer's name, shape, dtype and bytes: a plan binds to these
+    weights, and a BatchNorm's running statistics change the function as much as its weights do."""
     h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+    tensors = [*model.named_parameters(), *(("buffer:" + n, b) for n, b in model.named_buffers())]
+    for name, p in sorted(tensors, key=lambda kv: kv[0]):
         t = p.detach().cpu().contiguous()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -75,3 +75,45 @@ def test_fingerprint_changes_with_weights(tiny):
 def test_model_without_quantizable_layers():
     with pytest.raises(NoQuantizableSites, match="no Linear"):
         mpsearch.sites(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)))
+
+
+def test_fingerprint_covers_buffers(digits, tmp_path):
+    """BatchNorm running statistics change the function: the fingerprint must change with them (a
+    plan or a cached table made for the old statistics must not be served)."""
+    a = fingerprint(digits.model)
+    gm = export_roundtrip(digits.model, digits.calibration["x"][:4], tmp_path)
+    assert fingerprint(gm) == a
+    bn = next(m for m in digits.model.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        bn.running_var.mul_(4)
+    assert fingerprint(digits.model) != a
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", "zip"])
+def test_a_corrupt_pt2_gives_only_our_one_line_error(tmp_path, content):
+    import logging
+    import zipfile
+
+    from mpsearch.errors import ModelLoadError
+    from mpsearch.loading import load_model
+
+    p = tmp_path / "bad.pt2"
+    if content == "zip":
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("archive/data.pkl", b"junk")
+    else:
+        p.write_bytes(content)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    h = Keep()
+    logging.getLogger("torch.export").addHandler(h)
+    try:
+        with pytest.raises(ModelLoadError, match="cannot read .* as a torch.export archive") as e:
+            load_model(p)
+    finally:
+        logging.getLogger("torch.export").removeHandler(h)
+    assert records == [] and "\n" not in str(e.value) and "warnings above" not in str(e.value)
