@@ -138,8 +138,8 @@ class Planner:
                     choices: list[Choice] | None = None) -> SensitivityTable:
         """Ω(site, choice) from the estimator (default: the config's), measured once per estimator,
         settings and objective; a later call whose choices the table covers gets the same table."""
-        if self._given is not None and estimator is None:
-            return self._covering(self._given, choices or self.choices)
+        if self._given is not None and estimator is None:  # right model, a row for every (site, format)
+            return self._given.check_fits(fingerprint(self.model), self.sites, choices or self.choices)
         est = get_estimator(estimator or self.estimator_name,
                             **(self.config.estimator_settings if settings is None else settings))
         need = choices or self.choices
@@ -153,14 +153,6 @@ class Planner:
             table = sensitivity_cache.estimate(est, self.model, self.sites, need, self.data, self.objective,
                                                seed=self.config.seed, use_cache=self.config.cache)
         self._tables.setdefault(key, []).append((names, table))
-        return table
-
-    @staticmethod
-    def _covering(table: SensitivityTable, choices: list[Choice]) -> SensitivityTable:
-        have = set(table.frame.format)
-        missing = [c.name for c in choices if c.name not in have]
-        if missing:
-            raise UsageError(f"the given sensitivity table has no rows for {missing}; estimate it with those formats")
         return table
 
     # --- solve many ---------------------------------------------------------------------------------

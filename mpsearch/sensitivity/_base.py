@@ -28,6 +28,23 @@ class SensitivityTable:
     estimator: str
     settings: dict = field(default_factory=dict)
     site_info: pd.DataFrame | None = None
+    model: str | None = None  # fingerprint of the model it was estimated on (None: not recorded)
+
+    def check_fits(self, model_fingerprint: str, sites, choices) -> SensitivityTable:
+        """Refuse a table made for another model, or one without a row for some (site, format) pair: a
+        missing row would silently drop that option (or that site) from the search."""
+        from ..errors import UsageError
+
+        if self.model is not None and self.model != model_fingerprint:
+            raise UsageError("the given sensitivity table was estimated on another model (fingerprints differ); "
+                             "estimate it on this model with mpsearch.sensitivity(model, data)")
+        have = set(zip(self.frame.site, self.frame.format, strict=True))
+        missing = [f"{s.name}/{c.name}" for s in sites for c in choices if (s.name, c.name) not in have]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise UsageError(f"the given sensitivity table has no rows for {', '.join(missing[:5])}{more}; "
+                             "estimate it for these sites and formats")
+        return self
 
     def omega(self, site: str, choice: str) -> float:
         row = self.frame[(self.frame.site == site) & (self.frame.format == choice)]
@@ -40,13 +57,14 @@ class SensitivityTable:
     def to_dict(self) -> dict:
         return {"schema": 1, "estimator": self.estimator, "settings": self.settings,
                 "frame": self.frame.to_dict(orient="list"),
-                "site_info": None if self.site_info is None else self.site_info.to_dict(orient="list")}
+                "site_info": None if self.site_info is None else self.site_info.to_dict(orient="list"),
+                "model": self.model}
 
     @classmethod
     def from_dict(cls, d: dict) -> SensitivityTable:
         info = d.get("site_info")
         return cls(pd.DataFrame(d["frame"]), d["estimator"], d.get("settings", {}),
-                   None if info is None else pd.DataFrame(info))
+                   None if info is None else pd.DataFrame(info), d.get("model"))
 
 
 class Estimator(ABC):

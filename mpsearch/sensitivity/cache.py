@@ -1,13 +1,16 @@
 """On-disk cache of sensitivity tables, so a second plan with another budget skips the estimator.
 
 Key: model fingerprint + calibration-data digest + estimator name and settings + objective + choices
-+ sites + seed + the estimator's code (its module's source hash), so a changed model, data set,
-setting or mpsearch version never reuses a stale table. Location: $MPSEARCH_CACHE, else
++ sites + seed + the code (every source file of the mpsearch package — the estimators lean on
+`_persample`, `_curvature`, `_structure`, the formats, … — plus the estimator's own file when it is a
+plug-in outside the package) + `__version__`, so a changed model, data set, setting or mpsearch
+version never reuses a stale table. Location: $MPSEARCH_CACHE, else
 ~/.cache/mpsearch; files are JSON, written atomically.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -32,12 +35,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MPSEARCH_CACHE") or Path.home() / ".cache" / "mpsearch") / "sensitivity"
 
 
+@functools.lru_cache(maxsize=1)
+def _package_hash() -> str:
+    """sha256 of every .py file of the installed mpsearch package (read once per process)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _code_hash(est: Estimator) -> str:
+    h = hashlib.sha256(_package_hash().encode())
     try:
-        src = Path(inspect.getfile(type(est))).read_bytes()
+        h.update(Path(inspect.getfile(type(est))).read_bytes())
     except (OSError, TypeError):
-        src = type(est).__qualname__.encode()
-    return hashlib.sha256(src).hexdigest()[:16]
+        h.update(type(est).__qualname__.encode())
+    return h.hexdigest()[:16]
 
 
 def cache_key(
@@ -91,7 +106,9 @@ def estimate(
 ) -> SensitivityTable:
     """`est.estimate(...)`, served from the cache when the same inputs were estimated before."""
     if not use_cache:
-        return est.estimate(model, sites, choices, data, objective, seed=seed)
+        table = est.estimate(model, sites, choices, data, objective, seed=seed)
+        table.model = fingerprint(model)
+        return table
     key = cache_key(model, data, est, objective, sites, choices, seed)
     hit = load(key)
     if hit is not None:
@@ -99,5 +116,6 @@ def estimate(
         hit.settings = {**hit.settings, "cached": True}
         return hit
     table = est.estimate(model, sites, choices, data, objective, seed=seed)
+    table.model = fingerprint(model)
     store(key, table)
     return table

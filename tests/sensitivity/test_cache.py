@@ -49,3 +49,43 @@ def test_a_corrupt_cache_file_is_recomputed_and_a_changed_model_misses():
         ex.model.classifier[3].weight.mul_(1.01)
     t4 = mpsearch.sensitivity(ex.model, ex.calibration, estimator="taylor", formats="int4")
     assert "cached" not in t4.settings
+
+
+def test_the_key_covers_the_code_the_estimator_depends_on(monkeypatch):
+    """A change to _persample (or any mpsearch module) must miss the cache, not only the estimator's file."""
+    from pathlib import Path
+
+    est = get_estimator("hessian")
+    cache._package_hash.cache_clear()
+    before = cache._code_hash(est)
+    real = Path.read_bytes
+
+    def edited(self):
+        data = real(self)
+        return data + b"\n# edited" if self.name == "_persample.py" else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    cache._package_hash.cache_clear()
+    try:
+        assert cache._code_hash(est) != before
+    finally:
+        monkeypatch.undo()
+        cache._package_hash.cache_clear()
+    assert cache._code_hash(est) == before
+
+
+def test_a_passed_table_must_fit_the_model_and_cover_every_row(tiny):
+    import pytest
+
+    from mpsearch.errors import UsageError
+
+    model, x, y = tiny
+    data = {"x": x, "y": y}
+    table = mpsearch.sensitivity(model, data, estimator="taylor", formats="int4,int8")
+    mpsearch.plan(model, data, budget="6bits", formats="int4,int8", sensitivity=table, guard_uniform=False)
+    other = type(model)()
+    with pytest.raises(UsageError, match="estimated on another model"):
+        mpsearch.plan(other, data, budget="6bits", formats="int4,int8", sensitivity=table, guard_uniform=False)
+    table.frame = table.frame[~((table.frame.site == "fc1") & (table.frame.format == "int4"))]
+    with pytest.raises(UsageError, match="no rows for fc1/int4"):
+        mpsearch.plan(model, data, budget="6bits", formats="int4,int8", sensitivity=table, guard_uniform=False)
