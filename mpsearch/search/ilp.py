@@ -9,8 +9,12 @@ format f; Σ_f x[g,f] = 1; Σ cost_k·x ≤ B_k per budget. The objective is one
 - `max`:  an epigraph variable t ≥ Σ_f Ω(s,f)·x[g(s),f] for every site s; minimize t.
 The objective is scaled to unit magnitude and budget rows to unit limits so that solver
 tolerances mean the same thing for any model; the result is reported on the original scale.
-HiGHS (highspy) is used when installed, else CBC (bundled with PuLP). When a time limit stops the
-solver early, `bound` is the solver's own proven dual bound, never the incumbent.
+The first solve is scaled by the worst case; when its optimum is far below that (Ω over many decades),
+a second, warm-started solve is scaled by the optimum itself, so the solvers' absolute tolerances are
+relative to the answer (CBC returned plans 1e-9…1e-2 above the optimum, labelled optimal, before).
+HiGHS (highspy, a core dependency) is used when installed, else CBC (bundled with PuLP). When a time
+limit stops the solver early, `bound` is the solver's own proven dual bound, never the incumbent; if
+it stopped before any incumbent, a greedy plan is returned with the LP relaxation's bound.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class _Matrix:
         return z
 
 
-def _build(problem: SearchProblem) -> _Matrix:
+def _build(problem: SearchProblem, near: float | None = None) -> _Matrix:
     agg = problem.aggregate
     groups = problem.groups
     limits = list(problem.limits.items())
@@ -135,10 +139,15 @@ def _build(problem: SearchProblem) -> _Matrix:
                 rows.append((cols + [t_col], [float(problem.row(s, f)[0]) for f in fmts] + [-1.0], -np.inf, 0.0))
 
     c = np.array(cost)
-    # Solvers' optimality tolerances are absolute (~1e-7 on reduced costs): bring the worst-case
-    # objective to ~1e4 so that differences far below the table's resolution still count.
+    # Solvers' optimality tolerances are absolute (~1e-7 on reduced costs): bring the objective to ~1e4
+    # so that differences far below the table's resolution still count. The first pass scales by the
+    # worst case; when the optimum found is far below it (Ω over many decades: int2 dwarfs the rest),
+    # `near` (that pass's objective, in solver units before scaling) rescales the second pass by the
+    # optimum itself, so the tolerance is relative to the answer, not to a plan nobody would pick.
     worst = sum(float(np.abs(c[cols]).max()) for cols in x_cols) + float(np.abs(c[n_x:]).sum())
     scale = worst / 1e4 if worst > 0 else 1.0
+    if near is not None and 0 < near < worst:
+        scale = near / 1e6  # the optimum at 1e6: 1e-7 tolerances are 1e-13 of it
     c = c / scale
     if t_col is not None:  # the epigraph rows carry Ω too: rescale them with the objective
         for i, (cols, vals, lo, hi) in enumerate(rows):
@@ -310,9 +319,14 @@ def solve_ilp(problem: SearchProblem, *, solver: str = "auto", time_limit: float
     t0 = time.perf_counter()
     start = warm_start if warm_start is not None and set(warm_start) >= set(problem.sites) \
         and problem.fits(warm_start) else None
-    work = problem
+    work, near = problem, None
     for _ in range(4):
         chosen, r, m = _solve_once(work, name, time_limit, threads, start)
+        if near is None and r.status == "optimal" and problem.fits(chosen):
+            first = _solver_objective(m, r.z)  # scaled units: the worst case is ~1e4
+            if 0 < first < 1e3:  # the optimum is under 10% of the worst case: re-solve scaled by it (`_build`)
+                near = first * m.scale
+                chosen, r, m = _solve_once(work, name, time_limit, threads, chosen, near=near)
         over = {c: problem.totals(chosen)[c] / lim - 1 for c, lim in problem.limits.items() if lim > 0}
         if problem.fits(chosen):
             break
@@ -329,23 +343,91 @@ def solve_ilp(problem: SearchProblem, *, solver: str = "auto", time_limit: float
     return Solution(chosen, r.status, objective, bound, seconds, problem.totals(chosen), name)
 
 
-def _solve_once(problem: SearchProblem, name: str, time_limit, threads, start):
-    m = _build(problem)
+def _solver_objective(m: _Matrix, z: np.ndarray) -> float:
+    return float(m.c @ z)
+
+
+def _solve_once(problem: SearchProblem, name: str, time_limit, threads, start, near: float | None = None):
+    m = _build(problem, near)
     groups = problem.groups
     r = (_solve_highs if name == "highs" else _solve_cbc)(m, time_limit, threads,
                                                           None if start is None else m.start(groups, start, problem))
     if r.status == "infeasible":
         raise InfeasibleBudget("the budgets cannot all be met at once (each alone is achievable, together they "
                                "are not); relax one of them")
-    if r.z is None:
-        raise InfeasibleBudget(f"the ILP solver found no assignment (status {r.status}) within the time limit "
-                               f"({time_limit}s); raise the time limit or relax the budgets")
+    if r.z is None:  # stopped before any incumbent: a feasible plan is still easy to make
+        z = _greedy(m)
+        if z is None:
+            raise InfeasibleBudget(f"the ILP solver found no assignment (status {r.status}) within the time limit "
+                                   f"({time_limit}s) and the greedy fallback none either; raise the time limit")
+        bound = r.bound if not math.isnan(r.bound) else _lp_bound(m)
+        r = _Result(z, r.status, bound)
     chosen = {}
     for (sites, fmts), cols in zip(groups, m.x_cols):
         f = fmts[int(np.argmax(r.z[cols]))]
         for s in sites:
             chosen[s] = f
     return chosen, r, m
+
+
+def _budget_rows(m: _Matrix) -> list[int]:
+    """Rows of the budget constraints (after the one-format-per-group rows, before pair/epigraph rows)."""
+    g = len(m.x_cols)
+    return [i for i in range(g, m.A.shape[0]) if m.A.indptr[i + 1] > m.A.indptr[i]
+            and set(m.A.indices[m.A.indptr[i]:m.A.indptr[i + 1]]) <= {j for cols in m.x_cols for j in cols}
+            and m.row_lo[i] == -np.inf]
+
+
+def _greedy(m: _Matrix) -> np.ndarray | None:
+    """A feasible assignment without the solver: start every group at its cheapest format (by the sum of
+    its normalized budget rows), then take the upgrade with the best Ω saved per budget spent while it
+    fits. None if even the cheapest start does not fit."""
+    rows = _budget_rows(m)
+    B = m.A[rows].toarray() if rows else np.zeros((0, len(m.c)))
+    hi = m.row_hi[rows]
+    weight = B.sum(0)
+    pick = [cols[int(np.argmin(weight[cols]))] for cols in m.x_cols]
+    used = B[:, pick].sum(1)
+    if np.any(used > hi + 1e-12):
+        return None
+    while True:
+        best, best_gain = None, 0.0
+        for g, cols in enumerate(m.x_cols):
+            cur = pick[g]
+            for j in cols:
+                save = m.c[cur] - m.c[j]
+                if save <= 0 or np.any(used - B[:, cur] + B[:, j] > hi + 1e-12):
+                    continue
+                gain = save / max(float(weight[j] - weight[cur]), 1e-12)
+                if gain > best_gain:
+                    best, best_gain = (g, j), gain
+        if best is None:
+            break
+        g, j = best
+        used += B[:, j] - B[:, pick[g]]
+        pick[g] = j
+    z = np.zeros(len(m.c))
+    z[pick] = 1.0
+    for y, a, b in m.pair_cols:
+        z[y] = z[a] * z[b]
+    if m.t_col is not None:
+        z[m.t_col] = 0.0
+        t_rows = [i for i in range(m.A.shape[0]) if m.A.indptr[i + 1] > m.A.indptr[i]
+                  and m.A.indices[m.A.indptr[i + 1] - 1] == m.t_col]
+        z[m.t_col] = max((float(m.A[i] @ z) for i in t_rows), default=0.0)
+    return z
+
+
+def _lp_bound(m: _Matrix) -> float:
+    """The LP relaxation's optimum (scaled units): a proven lower bound on the integer optimum."""
+    from scipy.optimize import linprog
+
+    le = np.isfinite(m.row_hi) & (m.row_lo != m.row_hi)
+    eq = m.row_lo == m.row_hi
+    res = linprog(m.c, A_ub=m.A[le], b_ub=m.row_hi[le], A_eq=m.A[eq], b_eq=m.row_hi[eq],
+                  bounds=list(zip(np.where(np.isinf(m.lo), None, m.lo), np.where(np.isinf(m.hi), None, m.hi))),
+                  method="highs")
+    return float(res.fun) if res.status == 0 else math.nan
 
 
 @register_searcher
