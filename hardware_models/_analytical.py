@@ -13,7 +13,7 @@ from mpsearch.model import Site
 from ._base import _REGISTRY, CostModel, register_cost_model
 from ._roofline import Efficiencies, Gemm, GemmCost, components, gemm_cost, why_unsupported
 from ._spec import Spec, bundled_spec_paths, load_spec
-from ._workload import Workload, site_gemm
+from ._workload import Workload, site_gemm, site_gemms
 
 
 class AnalyticalCostModel(CostModel):
@@ -103,8 +103,8 @@ class AnalyticalCostModel(CostModel):
         return site_gemm(site, self.workload)
 
     def site_cost(self, site: Site, choice: Choice) -> dict[str, float]:
-        c = gemm_cost(self.spec, site_gemm(site, self.workload), choice, self.efficiencies)
-        return {"latency": c.latency, "energy": c.energy}
+        costs = [gemm_cost(self.spec, g, choice, self.efficiencies) for g in site_gemms(site, self.workload)]
+        return {"latency": sum(c.latency for c in costs), "energy": sum(c.energy for c in costs)}
 
     def fixed_cost(self, model: nn.Module, sites: list[Site]) -> dict[str, float]:
         """Non-site parameters (biases, norms) are read once per call at 16 bits."""

@@ -216,7 +216,8 @@ def components(spec: Spec, g: Gemm, choice: Choice | str) -> Components:
         a_bytes = out_elems * 2.0
         vec = g.m * g.n * spec.dequant_ops.value if r.weight_emulated else 0.0
         return _finish(spec, r, g, 0.0, vec, w_bytes, a_bytes, 0.0)
-    a_bits = 16.0 if a is None else a.bits_per_element((max(1, in_elems // max(g.k, 1)), g.k))
+    # activations are quantized per tensor (one scale for the whole input, `activations.py`), not per row
+    a_bits = 16.0 if a is None else a.bits_per_element((1, max(in_elems, 1)))
     w_bytes = w.storage_bits(wshape) / 8
     a_bytes = in_elems * a_bits / 8 + out_elems * r.path.out_bits.value / 8
     vec = 0.0

@@ -45,6 +45,15 @@ def _rows(shape: tuple[int, ...] | None, seq_len: int | None, last: bool) -> int
     return math.prod(dims) if dims else 1
 
 
+def site_gemms(site: Site, w: Workload) -> list[Gemm]:
+    """Every GEMM the site's weight takes part in: its own, plus one per use of another kind (a tied
+    embedding is a gather and the LM head's GEMM; pricing the gather alone dropped the head)."""
+    from dataclasses import replace
+
+    return [site_gemm(site, w)] + [site_gemm(replace(site, kind=k, input_shape=i, output_shape=o, uses=()), w)
+                                   for k, i, o in site.uses]
+
+
 def site_gemm(site: Site, w: Workload) -> Gemm:
     b = w.batch
     if site.kind == "embedding":

@@ -1,9 +1,15 @@
 """Find a model's quantizable sites, count their MACs, and fingerprint the model.
 
-A site is one weight that feeds a linear, convolution or embedding op. Plain `nn.Module`s are
-searched by module type; a `torch.export` program comes back as a graph module without
-`nn.Linear`/`nn.Conv2d` submodules, so there the sites are the weights that feed those aten ops.
-Both give the same site names (the weight's path without `.weight`).
+A site is one weight that feeds a linear, convolution or embedding op. With an example input, a
+plain `nn.Module` is traced by the functions its forward calls (`F.linear`, `F.conv2d`,
+`F.embedding`, `torch.addmm`, `F.multi_head_attention_forward`), whatever module or function makes
+the call — so a weight used functionally (the tied head `F.linear(h, emb.weight)`),
+`nn.MultiheadAttention`'s `in_proj_weight`, and Hugging Face's `Conv1D` (an addmm with the weight
+stored (in, out)) are sites as they are in the exported graph. Without an example, modules are
+searched by type. A `torch.export` program comes back as a graph module without `nn.Linear`
+submodules, so there the sites are the weights that feed those aten ops. Both give the same site
+names (the weight's path without `.weight`). A weight used by ops of two kinds (embedding and the
+tied head's linear) is one site whose `uses` list the other kinds, so the cost model prices both.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ _GRAPH_OPS = {
     _aten.conv3d.default: ("conv3d", 1),
     _aten.convolution.default: ("conv", 1),
     _aten.embedding.default: ("embedding", 0),
+    _aten.addmm.default: ("linear", 2),  # HF Conv1D: addmm(bias, x, W) with W stored (in, out)
 }
 
 
@@ -50,6 +57,7 @@ class Site:
     macs: int = 0
     input_shape: tuple[int, ...] | None = None
     output_shape: tuple[int, ...] | None = None
+    uses: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()  # (kind, in, out) of other-kind uses
 
     @property
     def numel(self) -> int:
@@ -118,9 +126,12 @@ def _module_sites(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
     return found
 
 
-def _call_macs(kind: str, weight_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
-    """MACs of one call: every output element of a linear/conv reduces over prod(weight.shape[1:])."""
-    return 0 if kind == "embedding" else math.prod(out_shape) * math.prod(weight_shape[1:])
+def _call_macs(kind: str, weight_shape: tuple[int, ...], out_shape: tuple[int, ...], k: int | None = None) -> int:
+    """MACs of one call: every output element of a linear/conv reduces over prod(weight.shape[1:])
+    (over `k` when given: a weight stored (in, out) for addmm reduces over its first dim)."""
+    if kind == "embedding":
+        return 0
+    return math.prod(out_shape) * (math.prod(weight_shape[1:]) if k is None else k)
 
 
 def _graph_weight_nodes(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, tuple[str, str]]:
@@ -151,18 +162,85 @@ class _ShapeRecorder(torch.fx.Interpreter):
             kind, param = self.nodes[n]
             act = n.args[1] if kind == "embedding" else n.args[0]
             a = self.env[act] if isinstance(act, torch.fx.Node) else None
-            w = self.env[n.args[0 if kind == "embedding" else 1]]
+            if n.target == _aten.addmm.default:
+                act = n.args[1]
+                a = self.env[act]
+            w = self.env[n.args[_GRAPH_OPS[n.target][1]]]
             in_shape = tuple(a.shape) if a is not None else ()
+            k = int(w.shape[0]) if n.target == _aten.addmm.default else None
             self.seen.setdefault(param, []).append(
-                (in_shape, tuple(out.shape), _call_macs(kind, tuple(w.shape), out.shape)))
+                (in_shape, tuple(out.shape), _call_macs(kind, tuple(w.shape), out.shape, k), kind))
         return out
 
 
 def _traced(calls: list, batch: int) -> dict:
-    """Per-sample MACs and activation shapes from each call's (input shape, output shape, MACs)."""
-    i, o, _ = calls[0]
+    """Per-sample MACs and activation shapes from each call's (input shape, output shape, MACs, kind)."""
+    i, o, _, kind = calls[0]
     macs = sum(c[2] for c in calls) // max(batch, 1)
-    return {"macs": macs, "input_shape": tuple(i[1:]), "output_shape": tuple(o[1:])}
+    if kind == "linear" and i and o and (i[0] != batch or o[0] != batch):
+        # the batch is not the leading dim (MHA's (L, N, E) in an exported graph): rows per sample
+        i = (batch, math.prod(i[:-1]) // max(batch, 1), i[-1])
+        o = (batch, math.prod(o[:-1]) // max(batch, 1), o[-1])
+    uses, seen = [], {kind}
+    for ci, co, _, k in calls[1:]:
+        if k not in seen:
+            seen.add(k)
+            uses.append((k, tuple(ci[1:]), tuple(co[1:])))
+    return {"kind": kind, "macs": macs, "input_shape": tuple(i[1:]), "output_shape": tuple(o[1:]),
+            "uses": tuple(uses)}
+
+
+_F = torch.nn.functional
+_FUNC_KINDS = {_F.linear: "linear", _F.conv1d: "conv1d", _F.conv2d: "conv2d", _F.conv3d: "conv3d",
+               _F.embedding: "embedding"}
+
+
+class _UseRecorder(torch.overrides.TorchFunctionMode):
+    """Every linear/conv/embedding call whose weight is one of the model's parameters, in call order:
+    (input shape, output shape, MACs, kind) per parameter name — whoever makes the call."""
+
+    def __init__(self, names: dict[int, str]):
+        super().__init__()
+        self.names = names
+        self.seen: dict[str, list] = {}
+
+    def _add(self, w, kind, inp, out, k=None):
+        name = self.names.get(id(w))
+        if name is not None and isinstance(inp, torch.Tensor) and isinstance(out, torch.Tensor):
+            self.seen.setdefault(name, []).append(
+                (tuple(inp.shape), tuple(out.shape), _call_macs(kind, tuple(w.shape), tuple(out.shape), k), kind))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        kind = _FUNC_KINDS.get(func)
+        if kind == "embedding":
+            self._add(args[1] if len(args) > 1 else kwargs.get("weight"), kind, args[0], out)
+        elif kind is not None:
+            self._add(args[1] if len(args) > 1 else kwargs.get("weight"), kind, args[0], out)
+        elif func is torch.addmm and len(args) >= 3 and isinstance(args[2], torch.Tensor):
+            self._add(args[2], "linear", args[1], out, k=int(args[2].shape[0]))
+        elif func is _F.multi_head_attention_forward:
+            self._mha(args, kwargs, out)
+        return out
+
+    def _mha(self, args, kwargs, out):
+        """`nn.MultiheadAttention` bypasses F.linear: its projections, from the call's own arguments."""
+        names = ["query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight", "in_proj_bias",
+                 "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias"]
+        a = dict(zip(names, args)) | kwargs
+        q = a["query"]
+        if q.dim() != 3:
+            return
+        q = q.transpose(0, 1)  # (L, N, E) -> (N, L, E): batch first, as the graph sees it
+        e = q.shape[-1]
+        sep = a.get("use_separate_proj_weight", False)
+        projs = [(a.get(f"{c}_proj_weight"), a[v].transpose(0, 1)) for c, v in zip("qkv", ("query", "key", "value"))] \
+            if sep else [(a["in_proj_weight"], q)]
+        for w, x in projs:
+            if w is not None:
+                self._add(w, "linear", x, x.new_empty(*x.shape[:-1], w.shape[0]))
+        self._add(a["out_proj_weight"], "linear", q.new_empty(*q.shape[:-1], e), q.new_empty(*q.shape[:-1], e))
 
 
 def sites(model: nn.Module, example=None) -> list[Site]:
@@ -181,7 +259,7 @@ def sites(model: nn.Module, example=None) -> list[Site]:
         kinds = {p: k for k, p in graph_nodes.values()}
     else:
         kinds = {}
-    if not kinds:
+    if not kinds and example is None:
         raise NoQuantizableSites(
             f"{type(model).__name__} has no Linear, Conv1d/2d/3d or Embedding weight to quantize; "
             "pass a model that contains such layers"
@@ -197,21 +275,14 @@ def sites(model: nn.Module, example=None) -> list[Site]:
             rec.run(*(example if isinstance(example, (tuple, list)) else (example,)))
             calls = rec.seen
         else:
-            hooks = []
-            for p, users in found.items():
-                for kind, mod in users:
-                    def hook(m, inp, out, p=p, kind=kind):
-                        calls.setdefault(p, []).append(
-                            (tuple(inp[0].shape), tuple(out.shape), _call_macs(kind, base[p].shape, out.shape)))
-                    hooks.append(mod.register_forward_hook(hook))
-            try:
+            rec = _UseRecorder({id(p): n for n, p in params.items()})  # a tied weight: its first name
+            with rec:
                 call_model(model, example)
-            finally:
-                for h in hooks:
-                    h.remove()
+            calls = rec.seen
     n = batch_size_of(example)
     order = list(calls)  # first-call order = execution order
-    traced = [replace(base[p], **_traced(calls[p], n)) for p in order]
+    traced = [replace(base.get(p) or Site(_site_name(p), calls[p][0][3], p, tuple(params[p].shape)),
+                      **_traced(calls[p], n)) for p in order]
     if not traced:
         raise NoQuantizableSites("no Linear/Conv/Embedding layer ran on the example input; check the input")
     return traced

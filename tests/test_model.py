@@ -117,3 +117,82 @@ def test_a_corrupt_pt2_gives_only_our_one_line_error(tmp_path, content):
     finally:
         logging.getLogger("torch.export").removeHandler(h)
     assert records == [] and "\n" not in str(e.value) and "warnings above" not in str(e.value)
+
+
+def _graph_weight_params(model, x):
+    """Independent count: every parameter that feeds an aten linear/conv/embedding/addmm node."""
+    ep = torch.export.export(model, (x,))
+    gm = ep.module()
+    params = dict(gm.named_parameters())
+    found = set()
+    for node in gm.graph.nodes:
+        name = str(node.target)
+        if node.op == "call_function" and any(k in name for k in ("linear", "conv", "embedding", "addmm")):
+            for a in node.args:
+                if isinstance(a, torch.fx.Node) and a.op == "get_attr" and a.target in params \
+                        and params[a.target].dim() >= 2:
+                    found.add(a.target)
+    return found, gm
+
+
+def test_multihead_attention_projections_are_sites_as_in_the_graph():
+    """nn.MultiheadAttention calls F.multi_head_attention_forward, bypassing its out_proj module and
+    using in_proj_weight directly: both are sites, as in its exported graph, with the same MACs."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0).eval()
+    x = torch.randn(2, 5, 16)
+    mod = mpsearch.sites(layer, x)
+    expected, gm = _graph_weight_params(layer, x)
+    assert {s.param for s in mod} == expected == {"self_attn.in_proj_weight", "self_attn.out_proj.weight",
+                                                   "linear1.weight", "linear2.weight"}
+    assert mod[0].macs == 5 * 48 * 16 and mod[1].macs == 5 * 16 * 16
+    assert mpsearch.sites(gm, x) == mod
+
+
+def test_gpt2_conv1d_and_tied_head_are_sites():
+    """HF GPT-2: projections are Conv1D (addmm with the weight stored (in, out)); the head is tied to
+    wte. Every weight matrix is a site, the head's MACs land on wte and its GEMM is one of its uses."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16, vocab_size=50,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    m = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 50, (2, 6))
+    got = mpsearch.sites(m, ids)
+    weights = {n for n, p in m.named_parameters() if p.dim() == 2}
+    assert {s.param for s in got} == weights  # wte (= lm_head), wpe, c_attn, attn c_proj, c_fc, mlp c_proj
+    wte = next(s for s in got if s.name == "transformer.wte")
+    assert wte.macs == 6 * 50 * 16 and wte.uses == (("linear", (6, 16), (6, 50)),)
+    c_attn = next(s for s in got if s.name == "transformer.h.0.attn.c_attn")
+    assert c_attn.kind == "linear" and c_attn.macs == 6 * 16 * 48
+
+
+def test_a_tied_head_is_priced_as_gather_plus_gemm():
+    """The cost model prices every use: tied = the untied twin's embedding + head."""
+    from mpsearch import hardware_models
+    from mpsearch.formats import get_choice
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(500, 64)
+
+        def forward(self, ids):
+            return torch.nn.functional.linear(self.emb(ids), self.emb.weight)
+
+    class Untied(Tied):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(64, 500, bias=False)
+
+        def forward(self, ids):
+            return self.head(self.emb(ids))
+
+    ids = torch.randint(0, 500, (2, 8))
+    hw = hardware_models.get("h100", batch=8)
+    (tied,) = mpsearch.sites(Tied(), ids)
+    emb, head = mpsearch.sites(Untied(), ids)
+    c = get_choice("bf16")
+    assert hw.site_cost(tied, c)["latency"] == pytest.approx(
+        hw.site_cost(emb, c)["latency"] + hw.site_cost(head, c)["latency"], rel=1e-12)
+    assert hw.site_cost(tied, c)["latency"] > 2 * hw.site_cost(emb, c)["latency"]
