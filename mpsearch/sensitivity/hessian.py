@@ -342,7 +342,7 @@ class HessianTrace(Estimator):
         params = [model.get_parameter(s.param) for s in sites]
         why = ""
         t0 = time.perf_counter()
-        with _FrozenExcept(model, params):
+        with _FrozenExcept(model, params), _math_attention():
             used = method
             if method in ("auto", "ggn"):
                 exact, why = ggn_is_exact(model, sub, objective)
@@ -415,6 +415,14 @@ class HessianTrace(Estimator):
             },
             info,
         )
+
+
+def _math_attention():
+    """Second-order passes through `scaled_dot_product_attention` need its math kernel: the fused CPU/GPU
+    kernels have no double backward (`..._flash_attention_for_cpu_backward is not implemented`)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _warn_about_traces(info: pd.DataFrame, tol: float) -> None:

@@ -219,3 +219,17 @@ def test_an_exported_cnn_is_recognised_as_piecewise_linear():
     assert table.settings["method"] == "ggn"
     as_module, *_ = _estimate(model, _data((2, 8, 8), 3, n=8))
     assert table.site_info.trace.tolist() == pytest.approx(as_module.site_info.trace.tolist(), rel=1e-5)
+
+
+def test_second_order_through_sdpa_attention_runs_on_cpu():
+    """HF GPT-2 uses scaled_dot_product_attention; its fused CPU kernel has no double backward. The
+    estimator runs attention through the math kernel, so Hutchinson works (it raised before)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16, vocab_size=50,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 50, (4, 6), generator=torch.Generator().manual_seed(0))
+    table, site_list, *_ = _estimate(model, as_data(ids), objective="kl", method="hutchinson",
+                                     min_probes=2, max_probes=4)
+    assert len(site_list) == 6 and table.site_info.trace.notna().all()
