@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import static_batch
 from .errors import ModelLoadError, UsageError
 
 
@@ -107,7 +108,9 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive ({_first_line(e)}); "
                                  "create it with torch.export.save") from e
-        return LoadedModel(ep.module(), "pt2", str(p), ep)
+        gm = ep.module()
+        static_batch.adapt(gm)  # a static-batch export takes any number of rows (padded / chunked)
+        return LoadedModel(gm, "pt2", str(p), ep)
     if p.suffix == ".safetensors":
         raise UsageError(f"{str(p)!r} holds only weights; pass --factory pkg.module:function that builds the model")
     if not zipfile.is_zipfile(p):

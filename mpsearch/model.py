@@ -271,6 +271,9 @@ def sites(model: nn.Module, example=None) -> list[Site]:
     calls: dict[str, list] = {}
     with eval_mode(model), torch.no_grad():
         if graph_nodes is not None:
+            from .static_batch import fit_rows
+
+            example = fit_rows(model, example)  # the interpreter skips the forward that pads a static batch
             rec = _ShapeRecorder(model, graph_nodes)
             rec.run(*(example if isinstance(example, (tuple, list)) else (example,)))
             calls = rec.seen

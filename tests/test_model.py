@@ -196,3 +196,17 @@ def test_a_tied_head_is_priced_as_gather_plus_gemm():
     assert hw.site_cost(tied, c)["latency"] == pytest.approx(
         hw.site_cost(emb, c)["latency"] + hw.site_cost(head, c)["latency"], rel=1e-12)
     assert hw.site_cost(tied, c)["latency"] > 2 * hw.site_cost(emb, c)["latency"]
+
+
+def test_a_static_batch_export_takes_any_number_of_rows(digits, tmp_path):
+    """Exported with a batch of 4 and no dynamic dim: after loading, 2 rows (mpsearch's probe) and 9
+    rows (a calibration batch) run, equal to the module's outputs, and the sites match."""
+    from mpsearch.loading import load_model
+
+    x = digits.calibration["x"][:9]
+    torch.export.save(torch.export.export(digits.model.eval(), (x[:4],)), str(tmp_path / "s.pt2"))
+    gm = load_model(tmp_path / "s.pt2").module
+    with torch.no_grad():
+        for n in (2, 4, 9):
+            assert torch.allclose(gm(x[:n]), digits.model(x[:n]), atol=1e-5)
+    assert mpsearch.sites(gm, x[:2]) == mpsearch.sites(digits.model, x[:2])
