@@ -136,4 +136,7 @@ def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
     if om:
         totals["omega"] = float(sum(r["omega"] for r in records.values()))
     plan.sites, plan.totals = records, totals
+    from .coverage import add_to  # validate: what stays 16-bit outside the sites
+
+    add_to(plan, model, site_list, sums["bits"])
     return plan
