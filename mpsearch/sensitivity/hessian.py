@@ -19,6 +19,7 @@ trace carries its Monte-Carlo standard error (zero for exact GGN columns) into t
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -35,6 +36,8 @@ from ._base import Estimator, SensitivityTable, register_estimator, weight_pertu
 from ._curvature import curvature_for
 from ._persample import Taps, Unsupported
 from ._structure import nonlinear_ops
+
+log = logging.getLogger("mpsearch")
 
 
 def data_loss(model: nn.Module, data: CalibrationData, objective, call=None) -> torch.Tensor:
@@ -125,6 +128,54 @@ def _double_backward_hvp(params: list[torch.Tensor], loss_of):
     return hvp
 
 
+def _finite_difference_hvp(params: list[torch.Tensor], loss_of):
+    """H·v ≈ (∇L(θ + hv) − ∇L(θ − hv)) / 2h from first-order gradients only: for ops with no second
+    derivative (hardsigmoid_backward in MobileNetV3). h ≈ ε^(1/3)·(1 + ‖θ‖)/‖v‖ balances float32
+    rounding against the O(h²) truncation of the central difference."""
+    def grad_at(shift):
+        with torch.no_grad():
+            for p, d in zip(params, shift, strict=False):
+                p.add_(d)
+        try:
+            return torch.autograd.grad(loss_of(None), params)
+        finally:
+            with torch.no_grad():
+                for p, d in zip(params, shift, strict=False):
+                    p.sub_(d)
+
+    theta = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
+
+    def hvp(vs):
+        out = []
+        for i in range(vs[0].shape[0]):
+            v = [t[i] for t in vs]
+            norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in v)) or 1.0
+            h = torch.finfo(params[0].dtype).eps ** (1 / 3) * (1 + theta) / norm
+            up, down = grad_at([h * t for t in v]), grad_at([-h * t for t in v])
+            out.append([(a - b) / (2 * h) for a, b in zip(up, down, strict=False)])
+        return [torch.stack(t) for t in zip(*out, strict=False)]
+
+    return hvp
+
+
+def _with_first_order_fallback(engine, params, loss_of):
+    """`engine`, switching to finite differences the first time an op has no double backward."""
+    state = {"engine": engine}
+
+    def hvp(vs):
+        try:
+            return state["engine"](vs)
+        except RuntimeError as e:
+            if "derivative for" not in str(e) or "not implemented" not in str(e) or "fd" in state:
+                raise
+            log.info("no second derivative here (%s); Hessian-vector products by finite differences",
+                     str(e).splitlines()[0])
+            state["engine"] = state["fd"] = _finite_difference_hvp(params, loss_of)
+            return state["engine"](vs)
+
+    return hvp
+
+
 def _args(x):
     return () if isinstance(x, dict) else (tuple(x) if isinstance(x, (tuple, list)) else (x,))
 
@@ -163,7 +214,7 @@ def hutchinson_traces(
                 raise
             engine = None
     if engine is None:
-        engine = _double_backward_hvp(params, loss_fn)
+        engine = _with_first_order_fallback(_double_backward_hvp(params, loss_fn), params, loss_fn)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     stats = _Welford(len(params))
     active = torch.ones(len(params), dtype=torch.bool)
@@ -376,6 +427,7 @@ class HessianTrace(Estimator):
                 )
                 dse = torch.full_like(tr, float("nan"))
         seconds = time.perf_counter() - t0
+        unmet = _tol_unmet(sites, tr, se, tol, max_probes)
         info = pd.DataFrame(
             {
                 "site": [s.name for s in sites],
@@ -403,9 +455,22 @@ class HessianTrace(Estimator):
                 "seed": seed,
                 "objective": objective.name,
                 "seconds": round(seconds, 4),
+                **({"tol_unmet": unmet} if unmet else {}),
             },
             info,
         )
+
+
+def _tol_unmet(sites: list[Site], tr: torch.Tensor, se: torch.Tensor, tol: float, max_probes: int) -> list[str]:
+    """Sites whose trace is less certain than `tol` when the probes ran out; said once, on stderr."""
+    rel = (se / tr.abs().clamp_min(1e-300)).where(se > 0, torch.zeros_like(se))
+    bad = [i for i in range(len(sites)) if float(rel[i]) > tol]
+    if bad:
+        worst = max(bad, key=lambda i: float(rel[i]))
+        log.warning("hessian: --tol %g not reached for %d of %d sites within max_probes=%d (worst: %r at %.3g); "
+                    "raise max_probes or tol, or read omega_se", tol, len(bad), len(sites), max_probes,
+                    sites[worst].name, float(rel[worst]))
+    return [sites[i].name for i in bad]
 
 
 @register_estimator("hutchinson")
