@@ -234,7 +234,7 @@ def check_fits(model: nn.Module, data: CalibrationData, min_samples: int | None 
     from . import validate
 
     validate.check_finite(data)
-    b = data.take(2).batches[0]
+    b = data.batches[0]  # a whole batch: a .pt2 exported for one batch size fails here, not mid-estimate
     try:
         with torch.no_grad():
             out = primary_output(call_model(model, b.x))
@@ -246,6 +246,9 @@ def check_fits(model: nn.Module, data: CalibrationData, min_samples: int | None 
             raise DataError(hint) from e
         shape = {k: tuple(v.shape) for k, v in b.x.items()} if isinstance(b.x, dict) else tuple(b.x.shape)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Guard failed" in msg:  # torch.export's shape guards: the program was exported for other shapes
+            raise DataError(f"the .pt2 program does not accept inputs of shape {shape} ({msg}); re-export it with "
+                            "dynamic_shapes (e.g. a Dim for the batch), or pass --batch-size to match it") from e
         raise DataError(f"data with input shape {shape} does not fit the model ({msg}); "
                         "pass inputs shaped like the model's") from e
     validate.check_labels(data, out)
