@@ -20,3 +20,11 @@ def test_readme_snippet_runs(i, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPSEARCH_CACHE", str(tmp_path / "cache"))
     exec(compile(BLOCKS[i], f"README.md block {i}", "exec"), {"__name__": f"readme_{i}"})
+
+
+def test_every_estimator_in_help_is_described():
+    """`--help` lists the registry's names; each one is in the README's estimator table."""
+    from mpsearch.sensitivity import estimator_names
+
+    table = README.read_text(encoding="utf-8").split("| estimator | Ω(site, f) |", 1)[1].split("\n\n", 1)[0]
+    assert [n for n in estimator_names() if f"`{n}`" not in table] == []
