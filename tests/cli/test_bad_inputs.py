@@ -90,7 +90,9 @@ def env(tmp_path_factory):
         b = f.read(4)
         f.seek(-4, os.SEEK_CUR)
         f.write(bytes(v ^ 0xFF for v in b))
-    paths |= {"flipped": str(flipped), "model": str(files["model"]), "cal": str(files["calibration"]),
+    static = d / "static.pt2"  # exported for batches of exactly 2
+    torch.export.save(torch.export.export(model, (torch.from_numpy(x[:2]),)), str(static))
+    paths |= {"flipped": str(flipped), "static": str(static), "model": str(files["model"]), "cal": str(files["calibration"]),
               "afile": str(d / "nan.npz")}
     return paths
 
@@ -150,6 +152,8 @@ CASES = [
      2, "is not a directory"),
     # files
     ("pt2 with flipped weight bytes", lambda p, o: ["eval", p["flipped"], "--data", p["cal"]], 1, "fails its checksum"),
+    ("pt2 exported for one batch size", lambda p, o: ["plan", p["static"], "--data", p["cal"], "--budget", "4bits"],
+     1, "does not accept inputs of shape (256, 1, 8, 8)"),
     ("factory that needs arguments",
      lambda p, o: ["sites", p["model"], "--factory", "torch.nn:Linear"], 2, "needs argument"),
 ]
