@@ -92,8 +92,8 @@ def env(tmp_path_factory):
         f.write(bytes(v ^ 0xFF for v in b))
     static = d / "static.pt2"  # exported for batches of exactly 2
     torch.export.save(torch.export.export(model, (torch.from_numpy(x[:2]),)), str(static))
-    paths |= {"flipped": str(flipped), "static": str(static), "model": str(files["model"]), "cal": str(files["calibration"]),
-              "afile": str(d / "nan.npz")}
+    paths |= {"flipped": str(flipped), "static": str(static), "model": str(files["model"]),
+              "cal": str(files["calibration"]), "afile": str(d / "nan.npz")}
     return paths
 
 
