@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import mpsearch
-from mpsearch.plan import Plan, atomic_path
+from mpsearch.io import atomic_write
+from mpsearch.plan import Plan
 
 
 class Tagger(nn.Module):
@@ -69,11 +70,14 @@ def test_plan_missing_an_unexecuted_site_still_applies():
         mpsearch.apply(m, plan)
 
 
-def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
-    with pytest.raises(RuntimeError), atomic_path(tmp_path / "m.pt2") as tmp:
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    def write(tmp):
         assert tmp.endswith(".pt2")  # torch.export.save warns about any other suffix
         open(tmp, "wb").write(b"half")
         raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "m.pt2", write)
     assert list(tmp_path.iterdir()) == []
 
 
