@@ -4,6 +4,7 @@ fake-quantization of each site's input where the plan's choice has an activation
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -16,6 +17,10 @@ from .quantize import _param, quantize_weights_, quantized  # noqa: F401  (re-ex
 
 
 def _check(model: nn.Module, plan: Plan) -> None:
+    """The plan binds to these weights and names exactly this model's sites."""
+    from .model import sites
+    from .validate import check_plan_sites
+
     fp = fingerprint(model)
     if fp != plan.fingerprint:
         params = dict(model.named_parameters())
@@ -25,6 +30,14 @@ def _check(model: nn.Module, plan: Plan) -> None:
             f"this plan was made for another model ({why}: plan {plan.fingerprint[:19]}…, model {fp[:19]}…); "
             "make a plan for this model with `mpsearch plan`"
         )
+    unreached = set(plan.provenance.get("unexecuted_sites", []))  # the plan's example input never ran them
+    check_plan_sites(plan, [s.name for s in sites(model) if s.name not in unreached or s.name in plan.assignments])
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():  # copying an unlifted .pt2 trips torch's own LeafSpec deprecation
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated", category=FutureWarning)
+        return copy.deepcopy(model)
 
 
 def apply(model: nn.Module, plan: Plan | str | Path, *, inplace: bool = False) -> nn.Module:
@@ -33,6 +46,6 @@ def apply(model: nn.Module, plan: Plan | str | Path, *, inplace: bool = False) -
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     _check(model, plan)
-    out = model if inplace else copy.deepcopy(model)
+    out = model if inplace else _copy(model)
     insert(out, act_functions(out, plan.assignments, plan_params(plan.sites)))
     return quantize_weights_(out, plan.assignments)

@@ -7,8 +7,9 @@ cost columns that the search sums.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import BudgetError
 
@@ -35,6 +36,7 @@ class Budget:
     metric: str
     value: float
     relative: bool = False
+    text: str = field(default="", compare=False, repr=False)  # as the user wrote it ("" when built in code)
 
     @classmethod
     def parse(cls, text: str | Budget) -> Budget:
@@ -56,12 +58,12 @@ class Budget:
         if m:
             return cls._checked(metric, float(m.group(1)) / 100, True, raw)
         m = re.fullmatch(_NUM + r"([a-zµ]*)", val)
+        if m and metric == "memory" and not m.group(2):
+            n = m.group(1)
+            raise BudgetError(f"budget {raw!r} has no unit; write e.g. {n}MB, {n}bits or {n}%")
         if m and metric == "memory" and m.group(2).endswith("b"):
             cls._refuse_bits(raw, m.group(1), m.group(2))
         if m and m.group(2) in _UNITS[metric]:
-            if metric == "memory" and not m.group(2) and not eq:
-                raise BudgetError(f"budget {raw!r} has no unit; write e.g. {raw.strip()}MB, {raw.strip()}bits or "
-                                  f"{raw.strip()}%")
             return cls._checked(metric, float(m.group(1)) * _UNITS[metric][m.group(2)], False, raw)
         units = ", ".join(u for u in _UNITS[metric] if u) or "no unit"
         raise BudgetError(f"cannot parse budget {raw!r}; {metric} takes {units} or a % ({_EXAMPLES})")
@@ -80,9 +82,17 @@ class Budget:
 
     @classmethod
     def _checked(cls, metric: str, value: float, relative: bool, raw: str) -> Budget:
+        if not math.isfinite(value):
+            raise BudgetError(f"budget {raw!r} is not a finite number; give a size below the 16-bit model's")
         if value <= 0:
             raise BudgetError(f"budget {raw!r} must be positive")
-        return cls(metric, value, relative)
+        if relative and value > 1:
+            raise BudgetError(f"budget {raw!r} is above the 16-bit model (100%): nothing would be quantized; "
+                              "give less than 100%, e.g. 30%")
+        if metric == "bits" and not relative and value > 16:
+            raise BudgetError(f"budget {raw!r} is above the 16 bits/weight of the unquantized sites; give fewer bits, "
+                              "e.g. 4.5bits")
+        return cls(metric, value, relative, raw.strip())
 
     @property
     def column(self) -> str:
@@ -164,6 +174,10 @@ def resolve(budgets: list[Budget], ref: Reference) -> dict[str, float]:
                 raise BudgetError(f"a {b.metric} budget needs a cost model that predicts {b.metric}; "
                                   "pass --hardware NAME (see `mpsearch hardware list`)")
             total = b.value * ref.full[col] if b.relative else b.value
+            if b.text and not b.relative and total > ref.full[col] * (1 + 1e-9):
+                full = format_metric(b.metric, ref.full[col])
+                raise BudgetError(f"budget {b.text!r} is above the 16-bit model's {full}: nothing would be "
+                                  f"quantized; give less, e.g. {format_metric(b.metric, ref.full[col] / 4)}")
             limit = total - ref.fixed.get(col, 0.0)
         limits[col] = min(limit, limits.get(col, float("inf")))
     return limits

@@ -63,7 +63,13 @@ def _index(x, idx):
 
 
 def _tensor(v, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v
+    if not isinstance(v, torch.Tensor):
+        a = np.asarray(v)
+        if a.dtype.kind not in "biuf":  # strings, objects, dates: torch cannot hold them
+            raise DataError(f"{what} has numpy dtype {a.dtype} ({a.dtype.kind!r}); pass numbers: real-valued inputs "
+                            "or integer token ids (tokenize text first)")
+        v = torch.as_tensor(a)
+    t = v
     if t.is_floating_point():
         return t.float()
     if t.dtype == torch.bool or not (t.dtype.is_floating_point or t.dtype.is_complex):
@@ -262,22 +268,29 @@ def load_data_file(path: str | Path) -> dict:
     return obj
 
 
-def check_fits(model: nn.Module, data: CalibrationData) -> torch.Tensor:
-    """Run the model on a few samples; a shape mismatch becomes one actionable line. Returns the output."""
-    b = data.take(2).batches[0]
+def check_fits(model: nn.Module, data: CalibrationData, min_samples: int | None = None) -> torch.Tensor:
+    """Check the data's values, run the model on a few samples (a shape or dtype mismatch becomes one
+    actionable line) and the labels against its outputs. Returns the output."""
+    from . import validate
+
+    validate.check_finite(data)
+    b = data.batches[0]  # a whole batch: a .pt2 exported for one batch size fails here, not mid-estimate
     try:
         with torch.no_grad():
             out = primary_output(call_model(model, b.x))
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001
+        hint = validate.dtype_hint(b.x)
+        if hint:
+            raise DataError(hint) from e
         shape = {k: tuple(v.shape) for k, v in b.x.items()} if isinstance(b.x, dict) else tuple(b.x.shape)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Guard failed" in msg:  # torch.export's shape guards: the program was exported for other shapes
+            raise DataError(f"the .pt2 program does not accept inputs of shape {shape} ({msg}); re-export it with "
+                            "dynamic_shapes (e.g. a Dim for the batch), or pass --batch-size to match it") from e
         raise DataError(f"data with input shape {shape} does not fit the model ({msg}); "
                         "pass inputs shaped like the model's") from e
-    if data.labelled and out.dim() >= 2 and b.y is not None and b.y.dtype == torch.long:
-        top = max(int(bb.y.max()) for bb in data)
-        if top >= out.shape[-1] or min(int(bb.y.min()) for bb in data) < 0:
-            raise DataError(f"labels run up to {top} but the model has {out.shape[-1]} outputs; "
-                            "labels must be class indices 0..C-1")
+    validate.check_labels(data, out)
+    validate.check_count(data, validate.MIN_SAMPLES if min_samples is None else min_samples)
     return out

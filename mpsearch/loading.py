@@ -8,7 +8,9 @@ pkg.mod:fn` (a function that builds the model) is loaded with `weights_only=True
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from torch import nn
 
 from . import static_batch
 from .errors import ModelLoadError, UsageError
+from .io import atomic_write
 
 
 @dataclass
@@ -58,6 +61,12 @@ def _factory(spec: str) -> nn.Module:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise UsageError(f"cannot find factory {spec!r} ({_first_line(e)}); is the module importable?") from e
+    if not callable(fn):
+        raise UsageError(f"factory {spec!r} is a {type(fn).__name__}, not a function that builds the model")
+    need = _required_args(fn)
+    if need:
+        raise UsageError(f"factory {spec!r} needs argument{'s' if len(need) > 1 else ''} {', '.join(need)}; "
+                         "--factory calls it with none: wrap it in a function that fills them in")
     model = fn()
     if not isinstance(model, nn.Module):
         raise UsageError(f"factory {spec!r} returned {type(model).__name__}, not an nn.Module")
@@ -87,6 +96,42 @@ def _quiet_export_load(p: Path):
         logger.removeFilter(keep)
 
 
+def _required_args(fn) -> list[str]:
+    """Parameters without a default, which a no-argument call would not fill."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    return [n for n, q in sig.parameters.items() if q.kind in kinds and q.default is inspect.Parameter.empty]
+
+
+def _check_zip(p: Path) -> None:
+    """A `.pt2` is a zip: its CRCs catch flipped bytes that torch would load without a word."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive ({_first_line(e)}); "
+                             "re-export it with torch.export.save") from e
+    except Exception as e:  # noqa: BLE001 - zlib errors on a damaged stream
+        raise ModelLoadError(f"{str(p)!r} is corrupt ({_first_line(e)}); re-export or copy it again") from e
+    if bad is not None:
+        raise ModelLoadError(f"{str(p)!r} is corrupt: {bad!r} fails its checksum; re-export or copy it again")
+
+
+def _load_program(p: Path):
+    from .pytree_types import register_for
+
+    _check_zip(p)
+    register_for(p)
+    with warnings.catch_warnings():  # torch's own notices about its archive format, not the user's doing
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*should end in .pt2.*")
+        return _quiet_export_load(p)  # its logged traceback; our one line says what failed
+
+
 def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | None = None) -> LoadedModel:
     p = Path(path)
     if not p.is_file():
@@ -104,10 +149,20 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
             raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive (not a zip archive: corrupt "
                                  "or truncated); create it with torch.export.save")
         try:
-            ep = _quiet_export_load(p)
+            ep = _load_program(p)
+        except ModelLoadError:
+            raise
         except Exception as e:  # noqa: BLE001
+            from .pytree_types import unregistered
+
+            types = unregistered(p)
+            if types:
+                raise ModelLoadError(f"{str(p)!r} returns {types[0]}, which torch cannot rebuild until that class is "
+                                     "registered with torch.utils._pytree; load it from Python after importing its "
+                                     "library, or export the model with plain tensor outputs") from e
             raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive ({_first_line(e)}); "
-                                 "create it with torch.export.save") from e
+                                 "create it with torch.export.save (a model whose outputs are custom "
+                                 "classes needs them registered with torch.utils._pytree first)") from e
         gm = ep.module()
         static_batch.adapt(gm)  # a static-batch export takes any number of rows (padded / chunked)
         return LoadedModel(gm, "pt2", str(p), ep)
@@ -135,25 +190,26 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
 
 def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
     """Write `model` (the quantized copy of `loaded.module`) in the form it was loaded from."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     params = dict(model.named_parameters())
-    if loaded.kind == "pt2":
-        from .activations import has_act_nodes, reexport
 
-        ep = reexport(model, loaded.program) if has_act_nodes(model) else loaded.program
-        for name in list(ep.state_dict):
-            if name in params:
-                ep.state_dict[name] = nn.Parameter(params[name].detach().clone(), requires_grad=False)
-        torch.export.save(ep, str(tmp))
-    elif loaded.kind == "pickle":
-        torch.save(model, tmp)
-    elif out.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    def write(tmp: str) -> None:
+        if loaded.kind == "pt2":
+            from .activations import has_act_nodes, reexport
 
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    else:
-        torch.save(model.state_dict(), tmp)
-    tmp.replace(out)
-    return out
+            ep = reexport(model, loaded.program) if has_act_nodes(model) else loaded.program
+            for name in list(ep.state_dict):
+                if name in params:
+                    ep.state_dict[name] = nn.Parameter(params[name].detach().clone(), requires_grad=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.export.save(ep, tmp)
+        elif loaded.kind == "pickle":
+            torch.save(model, tmp)
+        elif Path(out).suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
+        else:
+            torch.save(model.state_dict(), tmp)
+
+    return atomic_write(out, write)  # temp keeps the suffix (torch stays quiet), removed on failure

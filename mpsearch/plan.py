@@ -31,7 +31,8 @@ class Plan:
     """`assignments` maps site name -> choice name (`int4`, `int8:int8`, `bf16`, ...).
 
     `sites` holds each site's record (format, params, bytes, bits, omega, ...); `totals` the predicted
-    model totals (bytes incl. fixed 16-bit parameters, avg_bits, omega, and any hardware metrics);
+    model totals (bytes incl. fixed 16-bit parameters, avg_bits over the site weights, the share of
+    weights left unquantized and the average over all weights, omega, and any hardware metrics);
     `measured` what was measured when the plan was made (objective values for FP, plan, baselines).
     """
 
@@ -43,6 +44,7 @@ class Plan:
     provenance: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    unquantized: list[dict] = field(default_factory=list)  # the largest parameters outside every site (16-bit)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False, allow_nan=True)
@@ -67,10 +69,9 @@ class Plan:
     def from_dict(cls, obj: dict, source: str = "plan") -> Plan:
         if not isinstance(obj, dict) or "assignments" not in obj or "fingerprint" not in obj:
             raise PlanError(f"{source} is not an mpsearch plan (no 'assignments'/'fingerprint')")
-        version = obj.get("schema_version", 0)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise PlanError(f"{source} has schema version {version}, newer than this mpsearch reads "
-                            f"({SCHEMA_VERSION}); upgrade mpsearch")
+        from .validate import check_plan_dict
+
+        check_plan_dict(obj, source, SCHEMA_VERSION, list(cls.__dataclass_fields__))
         known = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
         plan = cls(**known)
         try:
@@ -135,4 +136,7 @@ def describe(plan: Plan, model: nn.Module, site_list: list[Site], hardware=None,
     if om:
         totals["omega"] = float(sum(r["omega"] for r in records.values()))
     plan.sites, plan.totals = records, totals
+    from .coverage import add_to  # validate: what stays 16-bit outside the sites
+
+    add_to(plan, model, site_list, sums["bits"])
     return plan

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from . import coverage
 from .budget import format_metric
 from .plan import Plan
 
@@ -32,13 +33,15 @@ def totals_line(plan: Plan) -> str:
     t = plan.totals
     parts = [f"size {format_metric('memory', t['bytes'])} "
              f"({t['bytes'] / t['bytes_16bit']:.1%} of 16-bit {format_metric('memory', t['bytes_16bit'])})",
-             f"avg {t['avg_bits']:.3f} bits/weight"]
+             f"avg {t['avg_bits']:.3f} bits/weight over the sites"]
     if "omega" in t:
         parts.append(f"predicted Ω {_num(t['omega'])}")
     for k in ("latency", "energy", "bops"):
         if k in t:
             parts.append(f"{k} {format_metric(k, t[k])}")
-    return "totals: " + ", ".join(parts) + f"; budgets: {', '.join(plan.budgets) or '-'}"
+    out = "totals: " + ", ".join(parts) + f"; budgets: {', '.join(plan.budgets) or '-'}"
+    cov = coverage.line(plan)
+    return out + ("\n" + cov if cov else "")
 
 
 def comparison_rows(plan: Plan) -> list[tuple[str, dict]]:

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
     try:
+        from ..validate import check_cli_outputs
+
+        check_cli_outputs(args.command, args)  # an unwritable -o fails now, not after the work
         return int(args._run(args) or 0)
     except MpsearchError as e:
         if args.debug:

@@ -58,6 +58,7 @@ def check_feasible(table: pd.DataFrame, limits: dict[str, float], ref=None) -> N
         what = "every site at its cheapest format"
         if ref is not None and col == "bits" and ref.weights:
             budget, least = f"{limit / ref.weights:.3f} bits/weight", f"{cheapest / ref.weights:.3f} bits/weight"
+            what = "averaged over the site weights, " + what  # bits budgets leave the 16-bit rest out
         else:
             fixed = ref.fixed.get(col, 0.0) if ref is not None else 0.0
             budget, least = format_metric(metric, limit + fixed), format_metric(metric, cheapest + fixed)

@@ -254,6 +254,9 @@ class Taps:
             found = self._graph_sites(model)
         for s in sites:
             if s.param not in found:
+                if not found and isinstance(model, torch.fx.GraphModule):  # an unlifted torch.export program
+                    raise Unsupported("a .pt2 graph has no Linear/Conv/Embedding modules to hook; load the model as "
+                                      "an nn.Module (a state dict with --factory)")
                 raise Unsupported(f"site {s.name!r} is not the weight of a Linear/Conv/Embedding module")
             if len(found[s.param]) > 1:
                 raise Unsupported(f"site {s.name!r} shares its weight with another module")
