@@ -10,6 +10,22 @@ import mpsearch
 from mpsearch.examples import load_example
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_root(tmp_path_factory):
+    """Session fixtures (e.g. `digits_sensitivity`) cache under a temporary root, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MPSEARCH_CACHE", str(tmp_path_factory.mktemp("mpsearch-cache")))
+        mp.delenv("MPSEARCH_CACHE_DIR", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_root(tmp_path, monkeypatch):
+    """Every test gets its own cache root (MPSEARCH_CACHE holds every mpsearch cache): no test sees another's
+    cached tables, and none writes to the user's ~/.cache/mpsearch."""
+    monkeypatch.setenv("MPSEARCH_CACHE", str(tmp_path / "mpsearch-cache"))
+
+
 @pytest.fixture
 def digits():
     """A fresh copy of the digits CNN with its calibration and test splits (tests may modify it)."""
