@@ -57,7 +57,7 @@ class CostModel(Plugin, ABC):
         return {}
 
 
-_REGISTRY: Registry[CostModel] = Registry("hardware", hint="(or a spec .toml file)")
+_REGISTRY: Registry[type[CostModel]] = Registry("hardware", hint="(or a spec .toml file)")
 register_cost_model = _REGISTRY.register()
 cost_model_names = _REGISTRY.names
 

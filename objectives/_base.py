@@ -32,7 +32,7 @@ class Objective(Plugin, ABC):
         return self.name
 
 
-_REGISTRY: Registry[Objective] = Registry("objective")
+_REGISTRY: Registry[type[Objective]] = Registry("objective")
 register_objective = _REGISTRY.register()
 objective_names = _REGISTRY.names
 

@@ -276,7 +276,7 @@ class Searcher(Plugin, ABC):
     def search(self, problem: SearchProblem) -> Solution: ...
 
 
-_REGISTRY: Registry[Searcher] = Registry("search")
+_REGISTRY: Registry[type[Searcher]] = Registry("search")
 register_searcher = _REGISTRY.register()
 searcher_names = _REGISTRY.names
 

@@ -93,7 +93,7 @@ class Estimator(Plugin, ABC):
     ) -> SensitivityTable: ...
 
 
-_REGISTRY: Registry[Estimator] = Registry("estimator")
+_REGISTRY: Registry[type[Estimator]] = Registry("estimator")
 register_estimator = _REGISTRY.register  # @register_estimator("name", "alias", ...)
 estimator_names = _REGISTRY.names
 
