@@ -78,27 +78,18 @@ def coerce(value, tp):
         if text is not None and text.lower() in _TRUE + _FALSE:
             return text.lower() in _TRUE
         raise _Mismatch
-    if tp is int:
-        if isinstance(value, bool):
-            raise _Mismatch
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if text is not None:
-            try:
-                return int(text)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, bool):
+    if tp in (int, float):
+        if isinstance(value, bool):  # a flag is not a count
             raise _Mismatch
         if isinstance(value, (int, float)):
-            return float(value)
+            if tp is float:
+                return float(value)
+            if isinstance(value, int) or value.is_integer():
+                return int(value)
+            raise _Mismatch
         if text is not None:
             try:
-                return float(text)
+                return tp(text)
             except ValueError:
                 raise _Mismatch from None
         raise _Mismatch

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
 import mpsearch
 from mpsearch.examples import load_example
+
+
+@contextlib.contextmanager
+def single_thread():
+    """For packages of tiny models: one torch thread avoids oversubscribing a shared CPU (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session", autouse=True)

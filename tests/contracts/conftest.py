@@ -14,6 +14,7 @@ from mpsearch.formats import parse_choices
 from mpsearch.loading import load_model
 from mpsearch.objectives import get_objective
 
+from ..conftest import single_thread
 from .checks import ModelCase
 
 
@@ -32,11 +33,8 @@ class TinyCNN(nn.Module):
 
 @pytest.fixture(autouse=True, scope="package")
 def _one_thread():
-    """Tiny models: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="package")
