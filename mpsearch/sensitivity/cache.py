@@ -19,8 +19,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .. import cache_root
 from .._version import __version__
+from ..cache_root import cache_dir as _cache_subdir
 from ..data import CalibrationData
 from ..formats import Choice
 from ..io import atomic_write_text
@@ -31,7 +31,7 @@ log = logging.getLogger("mpsearch")
 
 
 def cache_dir() -> Path:
-    return cache_root.cache_dir("sensitivity")
+    return _cache_subdir("sensitivity")
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,8 +10,8 @@ import pytest
 from mpsearch import hardware_models
 from mpsearch.formats import format_names
 from mpsearch.objectives import get_objective, objective_names
+from mpsearch.planner.autotune import _KNOBS
 from mpsearch.search import get_searcher
-from mpsearch.search.autotune import _KNOBS
 from mpsearch.sensitivity import get_estimator
 
 from .checks import (
