@@ -35,7 +35,15 @@ def fast(cls) -> dict:
     return {k: v for k, v in FAST.items() if k in cls.param_specs()}
 
 
-@pytest.mark.parametrize("name", ESTIMATORS.primary_names())
+# Found by this suite after main's 7308209 (sites traced as GraphOps): the per-sample-gradient estimators
+# crash on a .pt2 with AttributeError ('GraphOp' object has no attribute 'weight') instead of refusing in
+# one line. strict: the mark fails as soon as that is fixed, so it cannot outlive the bug.
+PT2_CRASH = pytest.mark.xfail(strict=True, raises=AttributeError,
+                              reason="gradient estimators crash on a .pt2 instead of a one-line refusal")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=PT2_CRASH) if n in ("fisher", "output", "taylor") else n
+                                  for n in ESTIMATORS.primary_names()])
 def test_estimator_contract(name, module_case, pt2_case):
     cls = ESTIMATORS[name]
     check_estimator(lambda: get_estimator(name, progress=False, **fast(cls)), module_case, pt2_case)
