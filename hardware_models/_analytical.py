@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
@@ -16,23 +18,29 @@ from ._spec import Spec, bundled_spec_paths, load_spec
 from ._workload import Workload, site_gemm, site_gemms
 
 
+@dataclass(eq=False, repr=False)
 class AnalyticalCostModel(CostModel):
     """Roofline latency, bytes moved, BOPs and energy of each site on the target a `Spec` describes.
 
     `batch` (samples per call) and `seq_len` (tokens per sample, for sequence models) set the
-    workload; latency and energy are per call of the whole batch.
+    workload; latency and energy are per call of the whole batch. `spec`: a `Spec` or a spec file
+    (None: the registered class's own spec); after construction it holds the loaded `Spec`.
     """
 
-    metrics = ("latency", "energy")
-    spec_path: str | None = None
+    metrics: ClassVar[tuple[str, ...]] = ("latency", "energy")
+    spec_path: ClassVar[str | None] = None
+    batch: int = 1
+    seq_len: int | None = None
+    spec: Spec | str | Path | None = None
 
-    def __init__(self, batch: int = 1, seq_len: int | None = None, spec: Spec | str | Path | None = None):
-        if spec is None:
-            spec = self.spec_path
-        self.spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.spec is None:
+            self.spec = self.spec_path
+        self.spec = self.spec if isinstance(self.spec, Spec) else load_spec(self.spec)
         if not self.name:
             self.name = self.spec.name
-        self.workload = Workload(int(batch), None if seq_len is None else int(seq_len))
+        self.workload = Workload(self.batch, self.seq_len)
         self.efficiencies = Efficiencies.of(self.spec)
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import pandas as pd
 from torch import nn
@@ -19,6 +20,7 @@ from mpsearch.budget import Reference
 from mpsearch.errors import UsageError
 from mpsearch.formats import Choice, get_choice
 from mpsearch.model import Site
+from mpsearch.params import Plugin
 from mpsearch.registry import Registry
 
 log = logging.getLogger("mpsearch")
@@ -35,11 +37,12 @@ def storage_costs(site: Site, choice: Choice) -> dict[str, float]:
     }
 
 
-class CostModel(ABC):
-    """Predicts per-(site, choice) costs on one target. `metrics` names the columns it adds."""
+class CostModel(Plugin, ABC):
+    """Predicts per-(site, choice) costs on one target. `metrics` names the columns it adds. Settings are
+    dataclass fields (see `mpsearch.params`), e.g. the analytical model's batch and seq_len."""
 
-    name: str = ""
-    metrics: tuple[str, ...] = ()
+    kind: ClassVar[str] = "hardware"
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def site_cost(self, site: Site, choice: Choice) -> dict[str, float]:
@@ -54,7 +57,7 @@ class CostModel(ABC):
         return {}
 
 
-_REGISTRY: Registry[CostModel] = Registry("hardware", hint="(or a spec .toml file)")
+_REGISTRY: Registry[type[CostModel]] = Registry("hardware", hint="(or a spec .toml file)")
 register_cost_model = _REGISTRY.register()
 cost_model_names = _REGISTRY.names
 

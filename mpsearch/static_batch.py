@@ -28,7 +28,8 @@ def exported_batch(gm: torch.nn.Module) -> int | None:
             continue
         val = node.meta.get("val")
         if isinstance(val, torch.Tensor) and val.dim() > 0:
-            sizes.add(val.shape[0])
+            b0 = val.shape[0]
+            sizes.add(b0 if isinstance(b0, int) else None)  # a dynamic dim is a SymInt, which is unhashable
     if len(sizes) != 1:
         return None
     (b,) = sizes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -10,16 +11,18 @@ from torch import nn
 from mpsearch.data import Batch, CalibrationData, primary_output
 from mpsearch.errors import UsageError
 from mpsearch.model import call_model, eval_mode
+from mpsearch.params import Plugin
 from mpsearch.registry import Registry
 
 
-class Objective(ABC):
-    """How a (quantized) model is judged on data. Lower is better unless `higher_is_better`."""
+class Objective(Plugin, ABC):
+    """How a (quantized) model is judged on data. Lower is better unless `higher_is_better`. The built-in
+    objectives take no settings; one that does declares them as dataclass fields (see `mpsearch.params`)."""
 
-    name: str = ""
-    higher_is_better: bool = False
-    needs_labels: bool = False
-    needs_reference: bool = False  # scores against the FP model's outputs (attach with with_reference)
+    kind: ClassVar[str] = "objective"
+    higher_is_better: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False  # scores against the FP model's outputs (attach with with_reference)
 
     @abstractmethod
     def batch(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -29,7 +32,7 @@ class Objective(ABC):
         return self.name
 
 
-_REGISTRY: Registry[Objective] = Registry("objective")
+_REGISTRY: Registry[type[Objective]] = Registry("objective")
 register_objective = _REGISTRY.register()
 objective_names = _REGISTRY.names
 

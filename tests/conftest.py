@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
 import mpsearch
 from mpsearch.examples import load_example
+
+
+@contextlib.contextmanager
+def single_thread():
+    """For packages of tiny models: one torch thread avoids oversubscribing a shared CPU (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_root(tmp_path_factory):
+    """Session fixtures (e.g. `digits_sensitivity`) cache under a temporary root, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MPSEARCH_CACHE", str(tmp_path_factory.mktemp("mpsearch-cache")))
+        mp.delenv("MPSEARCH_CACHE_DIR", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_root(tmp_path, monkeypatch):
+    """Every test gets its own cache root (MPSEARCH_CACHE holds every mpsearch cache): no test sees another's
+    cached tables, and none writes to the user's ~/.cache/mpsearch."""
+    monkeypatch.setenv("MPSEARCH_CACHE", str(tmp_path / "mpsearch-cache"))
 
 
 @pytest.fixture

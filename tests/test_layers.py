@@ -19,8 +19,8 @@ SOURCES = {"mpsearch": "mpsearch", "objectives": "mpsearch.objectives", "hardwar
 # Lowest first. A layer is a list of groups; a group is a list of module prefixes. Groups in one layer
 # (estimators vs cost models) may not import each other. This is the one place the map is written.
 LAYERS: list[list[list[str]]] = [
-    [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.io", "mpsearch.model",
-      "mpsearch.data", "mpsearch.budget", "mpsearch.objectives",
+    [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.params", "mpsearch.cache_root",
+      "mpsearch.io", "mpsearch.model", "mpsearch.data", "mpsearch.budget", "mpsearch.objectives",
       "mpsearch.validate", "mpsearch.coverage", "mpsearch.pytree_types", "mpsearch.static_batch"]],
     [["mpsearch.formats"]],
     [["mpsearch.activations", "mpsearch.quantize", "mpsearch.loading"]],

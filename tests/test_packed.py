@@ -19,6 +19,17 @@ MIXED = {"features.0": "int8:int8", "features.3": "mxfp6_e3m2", "features.7": "n
 PLAIN = {"features.0": "bf16", "features.3": "mxfp4", "features.7": "int3_g32", "classifier.1": "mxint8",
          "classifier.3": "fp8_e5m2"}
 
+# Site bytes by hand from the weight shapes (rows x K): 32x9, 64x288, 64x576, 128x256, 10x128.
+HAND_BYTES = {
+    id(MIXED): {"features.0": 288 + 32 * 2,  # int8 codes + one FP16 scale per row
+                "features.3": 18432 * 6 // 8 + 64 * 288 // 32,  # MXFP6 codes + one E8M0 byte per 32
+                "features.7": 36864 // 2 + 64 * 576 // 16 + 4,  # NVFP4 codes + E4M3 per 16 + FP32 tensor scale
+                "classifier.1": (32768 * 4 + 512 * 4) // 8 + 512 * 2,  # 4-bit codes + 4-bit zeros + FP16 scales
+                "classifier.3": 1280 // 2 + 80 * 2},  # FP4 codes + FP16 scale per 16
+    id(PLAIN): {"features.0": 288 * 2, "features.3": 18432 // 2 + 64 * 9, "features.7": 36864 * 3 // 8 + 64 * 18 * 2,
+                "classifier.1": 32768 + 128 * 8, "classifier.3": 1280 + 10 * 2},
+}
+
 
 @pytest.mark.parametrize("assign", [MIXED, PLAIN])
 def test_packed_file_decodes_to_apply_and_costs_what_the_plan_says(digits, tmp_path, assign):
@@ -27,16 +38,20 @@ def test_packed_file_decodes_to_apply_and_costs_what_the_plan_says(digits, tmp_p
     path = tmp_path / "m.safetensors"
     r = mpsearch.export(m, plan, path)
 
-    # bytes: the site tensors are exactly the plan's prediction; parameters outside the sites are the plan's
-    # fixed 16-bit bytes; the rest of the file is buffers and the safetensors header (8 + JSON length)
-    assert r.site_bytes == r.predicted_site_bytes == sum(rec["bytes"] for rec in plan.sites.values())
+    # bytes: the plan's prediction and the file's site tensors both equal the hand count; parameters outside
+    # the sites are the plan's fixed 16-bit bytes; the rest is buffers and the header (8 + JSON length)
+    hand = HAND_BYTES[id(assign)]
+    assert {site: rec["bytes"] for site, rec in plan.sites.items()} == hand
+    assert r.site_bytes == sum(hand.values())
     assert r.site_bytes + r.other_param_bytes == plan.totals["bytes"]
     raw = path.read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])
     assert r.header_bytes == 8 + header_len and r.file_bytes == len(raw)
     header = json.loads(raw[8 : 8 + header_len])
     site_keys = [k for k in header if ":" in k]
-    assert sum(header[k]["data_offsets"][1] - header[k]["data_offsets"][0] for k in site_keys) == r.site_bytes
+    for site, n in hand.items():  # each site's tensors in the file, read from the header's offsets
+        mine = [k for k in site_keys if k.startswith(f"{site}.weight:")]
+        assert sum(header[k]["data_offsets"][1] - header[k]["data_offsets"][0] for k in mine) == n, site
 
     fresh = type(m)()
     fresh.load_state_dict(m.state_dict())

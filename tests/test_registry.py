@@ -37,3 +37,38 @@ def test_unknown_name_is_one_line_with_choices(lookup, wrong, match):
     with pytest.raises(UsageError, match=match) as e:
         lookup(wrong)
     assert "\n" not in str(e.value)
+
+
+def test_every_named_plug_in_table_is_one_registry_type():
+    """Format families, output curvatures and the CLI's verbs use the same Registry as the plug-ins."""
+    import sys
+
+    from mpsearch.cli import _registry as cli_registry
+    from mpsearch.formats import _base as formats_base
+    from mpsearch.sensitivity import _curvature
+
+    tables = {
+        "format family": formats_base._FAMILIES, "output curvature": _curvature._CURVATURES,
+        "command": cli_registry.COMMANDS, "estimator": sys.modules["mpsearch.sensitivity._base"]._REGISTRY,
+        "search": sys.modules["mpsearch.search._base"]._REGISTRY,
+    }
+    for kind, reg in tables.items():
+        assert isinstance(reg, Registry) and reg.kind == kind
+    assert formats_base._FAMILIES.names() == ["int", "keep", "minifloat", "mx", "nvfp4"]  # the parse order
+    assert {"plan", "apply", "study"} <= set(cli_registry.COMMANDS)
+    with pytest.raises(UsageError, match=r"unknown command 'plna' \(did you mean 'plan'\?\)"):
+        cli_registry.COMMANDS.lookup("plna")
+
+
+def test_primary_names_drop_aliases():
+    reg: Registry[object] = Registry("widget")
+
+    class A:
+        name = "a"
+
+    class B:
+        name = "b"
+
+    reg.register("a", "alias")(A)
+    reg.register()(B)
+    assert reg.names() == ["a", "alias", "b"] and reg.primary_names() == ["a", "b"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import FormatError
+from ..registry import Registry
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -185,8 +186,10 @@ class Format(ABC):
 
 
 class FormatFamily(ABC):
-    """Parses one family's names (e.g. every `int{b}_g{G}`) and lists its catalogue."""
+    """Parses one family's names (e.g. every `int{b}_g{G}`) and lists its catalogue. `name` is the family's
+    (`Format.family` of what it builds)."""
 
+    name: str = ""
     pattern: re.Pattern[str]
 
     @abstractmethod
@@ -197,17 +200,18 @@ class FormatFamily(ABC):
         """The names `mpsearch formats` lists for this family."""
 
 
-_FAMILIES: list[FormatFamily] = []
+# one instance per family; a name is parsed by the first family (in registration order) whose pattern matches
+_FAMILIES: Registry[FormatFamily] = Registry("format family", ordered=True)
 
 
 def register_family(family: type[FormatFamily]) -> type[FormatFamily]:
     """Class decorator: a new family is one new class, no edits elsewhere."""
-    _FAMILIES.append(family())
+    _FAMILIES.register(family.name)(family())
     return family
 
 
 def format_names() -> list[str]:
-    return [n for fam in _FAMILIES for n in fam.catalogue()]
+    return [n for fam in _FAMILIES.values() for n in fam.catalogue()]
 
 
 @functools.cache
@@ -216,7 +220,7 @@ def get_format(name: str | Format) -> Format:
     if isinstance(name, Format):
         return name
     key = str(name).strip().lower()
-    for fam in _FAMILIES:
+    for fam in _FAMILIES.values():
         m = fam.pattern.fullmatch(key)
         if m:
             return fam.build(m)

@@ -97,6 +97,7 @@ class MinifloatFormat(Format):
 
 @register_family
 class MinifloatFamily(FormatFamily):
+    name = "minifloat"
     pattern = re.compile("(" + "|".join(MINIFLOATS) + ")" + Granularity.PATTERN + CLIP_PATTERN)
 
     def build(self, m: re.Match[str]) -> Format:

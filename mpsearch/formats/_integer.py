@@ -142,6 +142,7 @@ def _fp32_scale(rng: torch.Tensor, qmax: float) -> torch.Tensor:
 
 @register_family
 class IntFamily(FormatFamily):
+    name = "int"
     pattern = re.compile(r"int([2-8])(_asym)?" + Granularity.PATTERN + CLIP_PATTERN)
 
     def build(self, m: re.Match[str]) -> Format:
@@ -200,6 +201,7 @@ class FloatKeep(Format):
 
 @register_family
 class KeepFamily(FormatFamily):
+    name = "keep"
     pattern = re.compile(r"(bf16|fp16)")
 
     def build(self, m: re.Match[str]) -> Format:

@@ -96,6 +96,7 @@ class MXFormat(Format):
 
 @register_family
 class MXFamily(FormatFamily):
+    name = "mx"
     pattern = re.compile("(" + "|".join(ELEMENTS) + ")")
 
     def build(self, m: re.Match[str]) -> Format:

@@ -77,6 +77,7 @@ class NVFP4Format(Format):
 
 @register_family
 class NVFP4Family(FormatFamily):
+    name = "nvfp4"
     pattern = re.compile("(nvfp4)")
 
     def build(self, m: re.Match[str]) -> Format:

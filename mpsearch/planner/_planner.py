@@ -143,7 +143,7 @@ class Planner:
         est = get_estimator(estimator or self.estimator_name,
                             **(self.config.estimator_settings if settings is None else settings))
         need = choices or self.choices
-        key = (type(est).__qualname__, est.name, json.dumps(est.settings, sort_keys=True, default=str),
+        key = (type(est).__qualname__, est.name, json.dumps(est.recorded_params(), sort_keys=True, default=str),
                self.objective.name, self.config.seed)
         names = {c.name for c in need}
         for have_names, table in self._tables.get(key, []):

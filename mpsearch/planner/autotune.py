@@ -23,6 +23,7 @@ from ..activations import plan_params
 from ..data import CalibrationData, as_data
 from ..errors import UsageError
 from ..objectives import Objective, as_loss, default_objective, get_objective
+from ..params import Plugin
 from ..registry import Registry
 from ..sensitivity import get_estimator
 
@@ -35,11 +36,11 @@ class TuneContext:
     labelled: bool
 
 
-class Knob(ABC):
+class Knob(Plugin, ABC):  # settings, if any, are dataclass fields (mpsearch.params)
     """One pipeline choice. `options` lists values (the first is the default); `apply` edits the plan()
     keyword arguments for a value."""
 
-    name: str = ""
+    kind = "knob"
 
     @abstractmethod
     def options(self, ctx: TuneContext) -> list: ...
@@ -48,7 +49,7 @@ class Knob(ABC):
     def apply(self, kwargs: dict, value) -> None: ...
 
 
-_KNOBS: Registry[Knob] = Registry("knob", ordered=True)  # registration order: the order knobs are tuned in
+_KNOBS: Registry[type[Knob]] = Registry("knob", ordered=True)  # registration order: the order knobs are tuned in
 register_knob = _KNOBS.register()
 knob_names = _KNOBS.names
 
@@ -106,12 +107,13 @@ class FormatVariantKnob(Knob):
 
 
 @register_knob
+@dataclass(eq=False)
 class ActCalibrationKnob(Knob):
     """How the activation scales of WEIGHT:ACT choices are calibrated: min-max (as given), MSE-optimal
     clip, OCTAV, or a percentile clip. One option only (so not tuned) when no choice quantizes inputs."""
 
     name = "act_calibration"
-    METHODS = ("", "_mse", "_octav", "_p9999", "_p999")
+    methods: tuple[str, ...] = ("", "_mse", "_octav", "_p9999", "_p999")
 
     def options(self, ctx: TuneContext) -> list:
         from ..errors import FormatError
@@ -121,7 +123,7 @@ class ActCalibrationKnob(Knob):
         if not acts:
             return [""]
         out = []
-        for m in self.METHODS:
+        for m in self.methods:
             try:
                 for f in acts:
                     get_choice(self._with(f, m))
@@ -156,13 +158,15 @@ class SensitivityLossKnob(Knob):
 
 
 @register_knob
+@dataclass(eq=False)
 class AggregateKnob(Knob):
     """How per-site damage combines in the ILP: the sum (additive), the L2 norm, or the worst site."""
 
     name = "aggregate"
+    aggregates: tuple[str, ...] = ("sum", "lp:2", "max")
 
     def options(self, ctx: TuneContext) -> list:
-        return ["sum", "lp:2", "max"]
+        return list(self.aggregates)
 
     def apply(self, kwargs: dict, value) -> None:
         kwargs.setdefault("search_settings", {})["aggregate"] = value
@@ -207,7 +211,7 @@ class _Trials:
                   "search": self.base.config.search, "objective": None, "search_settings": {}}
         for k, v in values.items():
             _KNOBS.create(k).apply(kwargs, v)
-        takes = get_estimator(kwargs["estimator"]).options  # each estimator gets the settings it reads
+        takes = get_estimator(kwargs["estimator"]).get_params()  # each estimator gets the settings it reads
         kwargs["estimator_settings"] = {k: v for k, v in self.estimator_settings.items() if k in takes}
         return kwargs
 

@@ -8,12 +8,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..budget import format_metric, within
 from ..errors import InfeasibleBudget, UsageError
+from ..params import Plugin
 from ..registry import Registry
 
 PAIRWISE_COLUMNS = ["site_a", "format_a", "site_b", "format_b", "omega"]
@@ -249,19 +251,17 @@ class SearchProblem:
         check_feasible(self.table, self.limits)
 
 
-class Searcher(ABC):
-    """Settings are keyword arguments; `aggregate` (sum, max, lp:P) overrides the problem's."""
+@dataclass(eq=False)
+class Searcher(Plugin, ABC):
+    """Subclasses are dataclasses whose fields are the settings (see `mpsearch.params`); `aggregate`
+    (sum, max, lp:P) is everyone's and overrides the problem's."""
 
-    name: str = ""
-    options: tuple[str, ...] = ()  # the settings this searcher understands (besides `aggregate`)
+    kind: ClassVar[str] = "search"
+    aggregate: str | None = None
 
-    def __init__(self, **settings):
-        self.aggregate = settings.pop("aggregate", None)
-        unknown = sorted(set(settings) - set(self.options))
-        if unknown:
-            raise UsageError(f"search {self.name!r} has no setting {unknown[0]!r}; it takes "
-                             f"{', '.join(('aggregate',) + self.options)}")
-        self.settings = settings
+    def search_params(self) -> dict:
+        """The settings the search function takes (all but `aggregate`, which `prepare` applies)."""
+        return {k: v for k, v in self.get_params().items() if k != "aggregate"}
 
     def prepare(self, problem: SearchProblem) -> SearchProblem:
         """The problem with this searcher's aggregate, if it sets one."""
@@ -277,7 +277,7 @@ class Searcher(ABC):
     def search(self, problem: SearchProblem) -> Solution: ...
 
 
-_REGISTRY: Registry[Searcher] = Registry("search")
+_REGISTRY: Registry[type[Searcher]] = Registry("search")
 register_searcher = _REGISTRY.register()
 searcher_names = _REGISTRY.names
 

@@ -28,7 +28,8 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,20 @@ from ..errors import InfeasibleBudget, UsageError
 from ._base import Searcher, SearchProblem, Solution, register_searcher
 
 SOLVERS = ("auto", "highs", "cbc")
-ILP_OPTIONS = ("solver", "time_limit", "threads", "warm_start")
+
+
+@dataclass(eq=False)
+class ILPParams:
+    """The exact solver's settings, shared by every searcher that solves ILPs inside. `warm_start`: a
+    complete assignment that fits, handed to the solver as its first incumbent."""
+
+    solver: Literal["auto", "highs", "cbc"] = "auto"
+    time_limit: float | None = None
+    threads: int | None = None
+    warm_start: dict | None = None
+
+    def ilp_params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(ILPParams)}
 
 
 @dataclass
@@ -457,14 +471,14 @@ def _lp_bound(m: _Matrix) -> float:
 
 
 @register_searcher
-class ILPSearch(Searcher):
-    """Settings: solver ('auto' | 'highs' | 'cbc'), time_limit (seconds), threads, warm_start."""
+@dataclass(eq=False)
+class ILPSearch(ILPParams, Searcher):
+    """The exact optimum of the additive proxy (time_limit in seconds)."""
 
     name = "ilp"
-    options = ILP_OPTIONS
 
     def search(self, problem: SearchProblem) -> Solution:
-        return solve_ilp(self.prepare(problem), **self.settings)
+        return solve_ilp(self.prepare(problem), **self.ilp_params())
 
 
 def solve(table: pd.DataFrame, budgets: dict[str, float], ties=None, pairwise: pd.DataFrame | None = None,

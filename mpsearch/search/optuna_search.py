@@ -5,39 +5,28 @@ One categorical parameter per tie group. `tpe` minimizes one objective; `nsga2` 
 plans (else the proxy Ω). Budgets are Optuna constraints (violation = max_k total_k/limit_k − 1), so
 infeasible samples are never measured. The study starts from the ILP's optimum (and, for NSGA-II,
 the ILP optima at cheaper budgets plus every uniform plan that fits) through `enqueue_trial`, so it
-can only improve on the exact proxy solution. Reproducible for a seed (one worker); the storage is
-a SQLite file by default, so a study can be inspected or resumed by `study_name`.
+can only improve on the exact proxy solution. Reproducible for a seed (one worker). The study lives in
+memory unless the user gives a storage URL; in a given storage an unnamed study is named after the
+problem, sampler and seed, so a rerun resumes it instead of adding a new study each time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-import uuid
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InfeasibleBudget, UsageError
 from ._base import Searcher, SearchProblem, Solution, register_searcher
-from .ilp import ILP_OPTIONS, solve_ilp
+from .ilp import ILPParams, solve_ilp
 from .refine import measured_loss
 
 SAMPLERS = ("tpe", "nsga2")
-
-
-def cache_dir() -> Path:
-    """Where mpsearch keeps files between runs: $MPSEARCH_CACHE_DIR, else ~/.cache/mpsearch."""
-    return Path(os.environ.get("MPSEARCH_CACHE_DIR") or Path.home() / ".cache" / "mpsearch")
-
-
-def default_storage() -> str:
-    path = cache_dir() / "optuna.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
 
 
 def _digest(problem: SearchProblem) -> str:
@@ -72,7 +61,7 @@ def optuna_search(problem: SearchProblem, *, sampler: str = "tpe", trials: int =
                   **ilp_settings) -> Solution:
     """Search with Optuna. `trials`: plans to evaluate (feasible ones; infeasible samples are free, up to
     `max_tries` in all). `objective`: 'measured' (default when the problem can evaluate) or 'proxy'.
-    `storage`: an Optuna storage URL, 'memory' for none, default a SQLite file under `cache_dir()`.
+    `storage`: an Optuna storage URL (None or 'memory': in memory).
     `cost`: the cost column NSGA-II trades against (default: the first budget's)."""
     import optuna
     from tqdm.auto import tqdm
@@ -105,8 +94,8 @@ def optuna_search(problem: SearchProblem, *, sampler: str = "tpe", trials: int =
             smp = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, **extra)
         else:
             smp = optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(8, trials // 4)), **extra)
-    url = None if storage == "memory" else (storage or default_storage())
-    name = study_name or f"mpsearch-{sampler}-{_digest(problem)}-s{seed}-{uuid.uuid4().hex[:8]}"
+    url = None if storage in (None, "memory") else storage
+    name = study_name or f"mpsearch-{sampler}-{_digest(problem)}-s{seed}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=url, sampler=smp, study_name=name, load_if_exists=True,
                                 directions=["minimize"] if sampler == "tpe" else ["minimize", "minimize"])
@@ -173,13 +162,22 @@ def optuna_search(problem: SearchProblem, *, sampler: str = "tpe", trials: int =
 
 
 @register_searcher
-class OptunaSearch(Searcher):
-    """Settings: sampler ('tpe' | 'nsga2'), trials, objective ('measured' | 'proxy'), storage (URL or
-    'memory'), study_name, seed, cost (NSGA-II's cost column), max_tries; ILP settings for the seeds."""
+@dataclass(eq=False)
+class OptunaSearch(ILPParams, Searcher):
+    """`sampler`: tpe or nsga2; `trials`: plans to evaluate; `objective`: measured or proxy (None: measured
+    when the problem can evaluate); `storage`: an Optuna storage URL (None or 'memory': in memory);
+    `cost`: NSGA-II's cost column; `max_tries`: samples in all; the ILP settings are the seeds'."""
 
     name = "optuna"
-    options = ("sampler", "trials", "objective", "storage", "study_name", "seed", "cost", "max_tries",
-               "progress") + ILP_OPTIONS
+    sampler: Literal["tpe", "nsga2"] = "tpe"
+    trials: int = 100
+    objective: Literal["measured", "proxy"] | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    seed: int | None = None
+    cost: str | None = None
+    max_tries: int | None = None
+    progress: bool | None = None
 
     def search(self, problem: SearchProblem) -> Solution:
-        return optuna_search(self.prepare(problem), **self.settings)
+        return optuna_search(self.prepare(problem), **self.search_params())

@@ -12,6 +12,7 @@ against `measurements`, the budget the user sets.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from ..errors import UsageError
 from ..formats import get_choice
 from ..sensitivity.pairwise import COLUMNS, CachedLoss, interaction_terms, rank_pairs
 from ._base import Searcher, SearchProblem, Solution, register_searcher
-from .ilp import ILP_OPTIONS, solve_ilp
+from .ilp import ILPParams, solve_ilp
 
 
 def measured_loss(problem: SearchProblem, searcher: str) -> CachedLoss:
@@ -163,13 +164,17 @@ def refine(problem: SearchProblem, *, measurements: int = 60, width: int | None 
 
 
 @register_searcher
-class RefineSearch(Searcher):
-    """ILP + measured pairwise refinement. Settings: measurements (model evaluations, default 60),
-    width (formats either side of the plan's to measure; default all when affordable, else 1),
-    max_sites (12), rounds (6), solver, time_limit."""
+@dataclass(eq=False)
+class RefineSearch(ILPParams, Searcher):
+    """ILP + measured pairwise refinement. `measurements`: model evaluations in all; `width`: formats either
+    side of the plan's to measure (None: all when affordable, else 1); `max_sites`, `rounds`: per round."""
 
     name = "refine"
-    options = ("measurements", "width", "max_sites", "rounds", "progress") + ILP_OPTIONS
+    measurements: int = 60
+    width: int | None = None
+    max_sites: int = 12
+    rounds: int = 6
+    progress: bool | None = None
 
     def search(self, problem: SearchProblem) -> Solution:
-        return refine(self.prepare(problem), **self.settings)
+        return refine(self.prepare(problem), **self.search_params())

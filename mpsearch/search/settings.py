@@ -1,30 +1,17 @@
-"""Searcher settings from the command line: `KEY=VALUE` with numbers and booleans typed."""
+"""Plug-in settings from the command line: `KEY=VALUE`, the value kept as text.
+
+The plug-in that receives it coerces the text to the setting's declared type (`mpsearch.params`), so
+`max_probes=abc` fails naming the setting, its type and the valid ones, and `study_name=007` stays text.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 
-def parse_value(text: str):
-    """'80' -> 80, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays a string."""
-    low = text.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def key_value(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, str]:
     """argparse type for `--search-option` / `--estimator-option KEY=VALUE`."""
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. aggregate=max), got {text!r}")
-    return key.strip().replace("-", "_"), parse_value(value)
+    return key.strip().replace("-", "_"), value.strip()

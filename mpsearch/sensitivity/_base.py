@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pandas as pd
 import torch
 from torch import nn
 
 from ..data import CalibrationData
-from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site
+from ..params import Plugin
 from ..registry import Registry
 
 
@@ -67,19 +68,18 @@ class SensitivityTable:
                    None if info is None else pd.DataFrame(info), d.get("model"))
 
 
-class Estimator(ABC):
-    """Scores Ω(site, choice). Constructor keyword arguments are the estimator's settings."""
+@dataclass(eq=False)
+class Estimator(Plugin, ABC):
+    """Scores Ω(site, choice). Subclasses are dataclasses whose fields are the settings (see `mpsearch.params`);
+    `progress` (a tqdm bar; None: only on a terminal) is everyone's and does not change the numbers."""
 
-    name: str = ""
-    options: tuple[str, ...] = ()  # the settings it reads (besides `progress`); others are refused, not ignored
-    variant_of: str | None = None  # set when it is another estimator with other defaults (autotune skips it)
+    kind: ClassVar[str] = "estimator"
+    variant_of: ClassVar[str | None] = None  # set when it is another estimator with other defaults (autotune skips it)
+    progress: bool | None = None
 
-    def __init__(self, **settings):
-        unknown = sorted(set(settings) - set(self.options) - {"progress"})
-        if unknown:
-            takes = ", ".join(sorted(self.options)) or "no settings"
-            raise UsageError(f"estimator {self.name!r} has no setting {unknown[0]!r}; it takes {takes}")
-        self.settings = settings
+    def recorded_params(self) -> dict:
+        """The settings that change the numbers (all but `progress`): the cache key and the plan's provenance."""
+        return {k: v for k, v in self.get_params().items() if k != "progress"}
 
     @abstractmethod
     def estimate(
@@ -93,7 +93,7 @@ class Estimator(ABC):
     ) -> SensitivityTable: ...
 
 
-_REGISTRY: Registry[Estimator] = Registry("estimator")
+_REGISTRY: Registry[type[Estimator]] = Registry("estimator")
 register_estimator = _REGISTRY.register  # @register_estimator("name", "alias", ...)
 estimator_names = _REGISTRY.names
 

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import torch
 
-_CURVATURES: dict[str, type[OutputCurvature]] = {}
+from ..registry import Registry
 
-
-def register_curvature(*objective_names: str):
-    def deco(cls):
-        for n in objective_names:
-            _CURVATURES[n] = cls
-        return cls
-
-    return deco
+_CURVATURES: Registry[type[OutputCurvature]] = Registry("output curvature")  # keyed by objective name
+register_curvature = _CURVATURES.register  # @register_curvature("cross_entropy", "kl")
 
 
 def curvature_for(objective) -> type[OutputCurvature] | None:
+    """The curvature factor of an objective (by its name), or None when it has no Gauss-Newton form."""
     return _CURVATURES.get(getattr(objective, "name", objective))
 
 

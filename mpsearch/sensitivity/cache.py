@@ -4,8 +4,8 @@ Key: model fingerprint + calibration-data digest + estimator name and settings +
 + sites + seed + the code (every source file of the mpsearch package — the estimators lean on
 `_persample`, `_curvature`, `_structure`, the formats, … — plus the estimator's own file when it is a
 plug-in outside the package) + `__version__`, so a changed model, data set, setting or mpsearch
-version never reuses a stale table. Location: $MPSEARCH_CACHE, else
-~/.cache/mpsearch; files are JSON, written atomically.
+version never reuses a stale table. Location: `sensitivity/` under the one cache root
+(`mpsearch.cache_root`: $MPSEARCH_CACHE, else ~/.cache/mpsearch); files are JSON, written atomically.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 from pathlib import Path
 
 from torch import nn
 
 from .._version import __version__
+from ..cache_root import cache_dir as _cache_subdir
 from ..data import CalibrationData
 from ..formats import Choice
 from ..io import atomic_write_text
@@ -28,11 +28,10 @@ from ..model import Site, fingerprint
 from ._base import Estimator, SensitivityTable
 
 log = logging.getLogger("mpsearch")
-_VOLATILE = {"progress"}  # settings that do not change the numbers
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MPSEARCH_CACHE") or Path.home() / ".cache" / "mpsearch") / "sensitivity"
+    return _cache_subdir("sensitivity")
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,7 +71,7 @@ def cache_key(
         "estimator": est.name,
         "objective": getattr(objective, "name", str(objective)),
         "seed": seed,
-        "settings": {k: v for k, v in sorted(est.settings.items()) if k not in _VOLATILE},
+        "settings": est.recorded_params(),  # effective values, defaults included
         "choices": [c.name for c in choices],
         "sites": [s.name for s in sites],
     }

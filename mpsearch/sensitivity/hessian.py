@@ -28,6 +28,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -367,27 +369,28 @@ class _FrozenExcept:
 
 
 @register_estimator("hessian")
+@dataclass(eq=False)
 class HessianTrace(Estimator):
-    """Settings: method (auto|ggn|hutchinson), tol (0.05), min_probes, max_probes, max_samples (512),
-    max_exact (8: up to this many output columns per sample the GGN is exact, costing at most twice
-    the minimal sampled run of 4 probes; more columns are sampled),
-    probe_batch (8 on a GPU, 1 on CPU: vmapped probes multiply activation memory and gain nothing on
-    CPU), hvp (auto|func|double), adaptive (True)."""
+    """Hessian-trace Ω. `max_exact`: up to this many output columns per sample the GGN is exact (8 costs at
+    most twice the minimal sampled run of 4 probes; more columns are sampled). `min_probes` is Hutchinson's.
+    `probe_batch`: probes per vmapped Hutchinson call (None: 8 on a GPU, 1 on CPU, where vmapped probes
+    multiply activation memory and gain nothing)."""
 
     name = "hessian"
-    options = ("method", "tol", "min_probes", "max_probes", "max_samples", "max_exact", "probe_batch", "hvp",
-               "adaptive")
+    method: Literal["auto", "ggn", "hutchinson"] = "auto"
+    tol: float = 0.05
+    min_probes: int = 8
+    max_probes: int = 200
+    max_samples: int = 512
+    max_exact: int = 8
+    probe_batch: int | None = None
+    hvp: Literal["auto", "func", "double"] = "auto"
+    adaptive: bool = True
 
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
     ) -> SensitivityTable:
-        st = self.settings
-        tol = float(st.get("tol", 0.05))
-        max_samples = int(st.get("max_samples", 512))
-        max_probes = int(st.get("max_probes", 200))
-        method = st.get("method", "auto")
-        if method not in ("auto", "ggn", "hutchinson"):
-            raise UsageError(f"hessian method {method!r} is unknown; use auto, ggn or hutchinson")
+        tol, max_samples, max_probes, method = self.tol, self.max_samples, self.max_probes, self.method
         sub = data.sample(max_samples, seed)
         params = [model.get_parameter(s.param) for s in sites]
         why = ""
@@ -407,9 +410,9 @@ class HessianTrace(Estimator):
                             objective,
                             tol=tol,
                             max_probes=max_probes,
-                            max_exact=int(st.get("max_exact", 8)),
+                            max_exact=self.max_exact,
                             seed=seed,
-                            progress=st.get("progress"),
+                            progress=self.progress,
                         )
                         used = "ggn"
                     except Unsupported as e:
@@ -425,13 +428,13 @@ class HessianTrace(Estimator):
                     lambda call: data_loss(model, sub, objective, call),
                     names=[s.param for s in sites],
                     tol=tol,
-                    min_probes=int(st.get("min_probes", 8)),
+                    min_probes=self.min_probes,
                     max_probes=max_probes,
-                    probe_batch=int(st.get("probe_batch", 8 if params[0].is_cuda else 1)),
-                    adaptive=bool(st.get("adaptive", True)),
-                    hvp=st.get("hvp", "auto"),
+                    probe_batch=self.probe_batch or (8 if params[0].is_cuda else 1),
+                    adaptive=self.adaptive,
+                    hvp=self.hvp,
                     seed=seed,
-                    progress=st.get("progress"),
+                    progress=self.progress,
                 )
                 dse = torch.full_like(tr, float("nan"))
         seconds = time.perf_counter() - t0
@@ -454,17 +457,8 @@ class HessianTrace(Estimator):
         return SensitivityTable(
             frame,
             self.name,
-            {
-                "method": used,
-                "why": why,
-                "tol": tol,
-                "max_samples": max_samples,
-                "max_probes": max_probes,
-                "seed": seed,
-                "objective": objective.name,
-                "seconds": round(seconds, 4),
-                **({"tol_unmet": unmet} if unmet else {}),
-            },
+            {**self.recorded_params(), "method": used, "why": why, "seed": seed, "objective": objective.name,
+             "seconds": round(seconds, 4), **({"tol_unmet": unmet} if unmet else {})},
             info,
         )
 
@@ -498,12 +492,11 @@ def _tol_unmet(sites: list[Site], tr: torch.Tensor, se: torch.Tensor, tol: float
 
 
 @register_estimator("hutchinson")
+@dataclass(eq=False)
 class Hutchinson(HessianTrace):
     """HAWQ-V2's estimator as named: Hutchinson probes even where the exact GGN trace would apply
     (`hessian` picks the GGN there). Same settings as `hessian`; `method` defaults to hutchinson."""
 
     name = "hutchinson"
     variant_of = "hessian"
-
-    def __init__(self, **settings):
-        super().__init__(**{"method": "hutchinson", **settings})
+    method: Literal["auto", "ggn", "hutchinson"] = "hutchinson"

@@ -8,6 +8,8 @@ carries its standard error over samples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import torch
 from torch import nn
@@ -44,17 +46,18 @@ def _per_batch(model: nn.Module, parts: list[CalibrationData], objective) -> tor
 
 
 @register_estimator("measured")
+@dataclass(eq=False)
 class Measured(Estimator):
-    """Settings: max_samples (512), micro_batch (32: the unit of the standard error)."""
+    """`micro_batch` samples are the unit of the standard error."""
 
     name = "measured"
-    options = ("max_samples", "micro_batch")
+    max_samples: int = 512
+    micro_batch: int = 32
 
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
     ) -> SensitivityTable:
-        max_samples = int(self.settings.get("max_samples", 512))
-        micro = int(self.settings.get("micro_batch", 32))
+        max_samples, micro = self.max_samples, self.micro_batch
         sub = micro_batches(data.sample(max_samples, seed), micro)
         parts = [CalibrationData([b]) for b in sub]
         w = torch.tensor([b.size for b in sub], dtype=torch.float64)
@@ -69,7 +72,7 @@ class Measured(Estimator):
             desc="measured sensitivity",
             unit="eval",
             leave=False,
-            disable=None if self.settings.get("progress") is None else not self.settings["progress"],
+            disable=None if self.progress is None else not self.progress,
         )
         try:
             for s in sites:
@@ -86,5 +89,5 @@ class Measured(Estimator):
         return SensitivityTable(
             pd.DataFrame(rows),
             self.name,
-            {"objective": objective.name, "max_samples": max_samples, "micro_batch": micro, "seed": seed},
+            {**self.recorded_params(), "objective": objective.name, "seed": seed},
         )

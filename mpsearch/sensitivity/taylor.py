@@ -17,6 +17,8 @@ standard error over calibration samples.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch.func import functional_call
@@ -57,14 +59,19 @@ def _quantized_output(tap: SiteTap, choice: Choice, weight_only: bool = False) -
         tap.muted = False
 
 
+@dataclass(eq=False)
 class _GradientEstimator(Estimator):
-    """Shared loop: per batch, one forward with taps, then one backward per output column."""
+    """Shared loop: per batch, one forward with taps, then one backward per output column.
+    `fisher`: empirical (squared per-sample loss gradients), true (the model's own Fisher), or auto (empirical
+    with labels); `probes`: Rademacher output probes per batch where the true Fisher is sampled."""
 
-    needs: tuple[str, ...] = ()  # which per-sample terms: "weight2" (ΣG²ΔW²), "out1", "out2"
-    options = ("fisher", "max_samples", "probes")
+    needs: ClassVar[tuple[str, ...]] = ()  # which per-sample terms: "weight2" (ΣG²ΔW²), "out1", "out2"
+    fisher: Literal["auto", "empirical", "true"] = "auto"
+    max_samples: int = 512
+    probes: int = 4
 
     def _fisher_mode(self, objective) -> str:
-        mode = self.settings.get("fisher", "auto")
+        mode = self.fisher
         if mode == "auto":
             mode = "empirical" if objective.needs_labels else "true"
         if mode == "true" and curvature_for(objective) is None:
@@ -77,8 +84,7 @@ class _GradientEstimator(Estimator):
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
     ) -> SensitivityTable:
-        max_samples = int(self.settings.get("max_samples", 512))
-        probes = int(self.settings.get("probes", 4))
+        max_samples, probes = self.max_samples, self.probes
         sub = data.sample(max_samples, seed)
         fisher = self._fisher_mode(objective) if self.name != "taylor" else "gradient"
         n = sub.num_samples
@@ -126,13 +132,7 @@ class _GradientEstimator(Estimator):
             choices,
             per,
             self._reduce,
-            {
-                "objective": objective.name,
-                "fisher": fisher,
-                "max_samples": max_samples,
-                "seed": seed,
-                **({"probes": probes} if fisher == "true" else {}),
-            },
+            {**self.recorded_params(), "objective": objective.name, "fisher": fisher, "seed": seed},
         )
 
     def _batch(self, taps: Taps, cols, dw, choices, out) -> torch.Tensor:
@@ -176,8 +176,7 @@ class _GradientEstimator(Estimator):
 
 @register_estimator("fisher", "taylor2")
 class FisherTaylor(_GradientEstimator):
-    """Ω = ½ Σ F_ii ΔW_i² (+ output-side activation term). Settings: fisher (auto|empirical|true),
-    probes (4, output probes when the true Fisher has too many columns), max_samples (512)."""
+    """Ω = ½ Σ F_ii ΔW_i² (+ output-side activation term)."""
 
     name = "fisher"
     needs = ("weight2", "act2")

@@ -1,14 +1,8 @@
 """`mpsearch sensitivity` prints the table and writes it as CSV."""
 
 import pandas as pd
-import pytest
 
 from mpsearch.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MPSEARCH_CACHE", str(tmp_path / "cache"))
 
 
 def test_sensitivity_verb_writes_the_table(tmp_path, capsys):

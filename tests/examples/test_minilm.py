@@ -35,8 +35,7 @@ def test_embeddings_match_sentence_transformers(ex):
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
 
-def test_sensitivity_on_minilm_uses_exact_residual_free_ggn(ex, tmp_path, monkeypatch):
-    monkeypatch.setenv("MPSEARCH_CACHE", str(tmp_path))
+def test_sensitivity_on_minilm_uses_exact_residual_free_ggn(ex):
     t = mpsearch.sensitivity(
         ex.model, {"x": {k: v[:16] for k, v in ex.calibration["x"].items()}}, objective="mse", formats="int4"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import mpsearch
 from mpsearch import hardware_models
@@ -13,17 +12,15 @@ from mpsearch.examples.digits_mlp import load as load_mlp
 from mpsearch.formats import parse_choices
 from mpsearch.search import SearchProblem
 from mpsearch.sensitivity.pairwise import MeasuredLoss
+from tests.conftest import single_thread
 
 MLP_FORMATS = ["int2", "int3", "int4", "int8"]
 
 
 @pytest.fixture(autouse=True, scope="package")
 def one_thread():
-    """These models are tiny: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -90,3 +90,24 @@ def test_proxy_objective_without_measurements():
     sol = optuna_search(problem, trials=20, storage="memory")
     assert sol.status == "proxy" and sol.measured is None
     assert sol.objective == pytest.approx(solve_ilp(problem).objective)  # the enqueued ILP optimum stays best
+
+
+def test_default_storage_is_in_memory_and_writes_nothing(tmp_path, monkeypatch):
+    """No storage given: the study lives in memory; nothing lands under the cache root or the working folder."""
+    root = tmp_path / "cache-root"
+    monkeypatch.setenv("MPSEARCH_CACHE", str(root))
+    monkeypatch.chdir(tmp_path)
+    table, limit, measured, *_ = synthetic(2)
+    searcher = get_searcher("optuna", trials=5)
+    assert searcher.get_params()["storage"] is None
+    sol = searcher.search(SearchProblem(table, limit, evaluate=measured))
+    assert len(sol.history) >= 5 and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_named_storage_without_study_name_resumes_one_study(tmp_path):
+    """In a given storage an unnamed study is named after the problem and seed: a rerun adds no second study."""
+    table, limit, measured, *_ = synthetic(2)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for _ in range(2):
+        optuna_search(SearchProblem(table, limit, evaluate=measured), trials=4, storage=url, seed=1)
+    assert len(optuna.get_all_study_summaries(url)) == 1
