@@ -23,7 +23,7 @@ from .errors import ModelLoadError, UsageError
 @dataclass
 class LoadedModel:
     module: nn.Module
-    kind: str  # "pt2" | "pickle" | "factory" | "example"
+    kind: str  # "pt2" | "pickle" | "factory" | "example" | "hf" (a Hugging Face checkpoint directory)
     source: str
     program: object | None = None  # the ExportedProgram for .pt2
 
@@ -139,6 +139,17 @@ def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     params = dict(model.named_parameters())
+    if loaded.kind == "hf":  # llm: a checkpoint directory in, a checkpoint directory out
+        import shutil
+
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        for f in Path(loaded.source).glob("tokenizer*"):
+            shutil.copy2(f, tmp / f.name)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)
+        return out
     if loaded.kind == "pt2":
         from .activations import has_act_nodes, reexport
 
