@@ -20,7 +20,7 @@ SOURCES = {"mpsearch": "mpsearch", "objectives": "mpsearch.objectives", "hardwar
 # (estimators vs cost models) may not import each other. This is the one place the map is written.
 LAYERS: list[list[list[str]]] = [
     [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.io", "mpsearch.model",
-      "mpsearch.data", "mpsearch.budget", "mpsearch.objectives"]],
+      "mpsearch.data", "mpsearch.budget", "mpsearch.objectives", "mpsearch.hf", "mpsearch.text"]],
     [["mpsearch.formats"]],
     [["mpsearch.activations", "mpsearch.quantize", "mpsearch.loading"]],
     [["mpsearch.sensitivity"], ["mpsearch.hardware_models"]],

@@ -156,6 +156,9 @@ class StreamingKFAC(Estimator):
 
     def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
                  seed: int = 0) -> SensitivityTable:
+        """Forward through the blocks, the head, the blocks in reverse, then the embeddings. Long because
+        the passes share one try/finally that puts every weight back where it was and restores
+        `requires_grad`, whatever fails in between."""
         from ..hf import decoder_layers
 
         if any(c.act is not None for c in choices):

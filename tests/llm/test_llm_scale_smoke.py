@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_llm_scale_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("llm_scale", ROOT / "benchmarks" / "llm_scale.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["llm_scale"] = mod  # its dataclasses resolve their module through sys.modules
     spec.loader.exec_module(mod)
     frame = mod.main(["--smoke", "--out", str(tmp_path / "t.md")])
     assert (frame.error == "").all(), frame[frame.error != ""].to_dict("records")
