@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import CalibrationData, _slice
+from ..data import CalibrationData, _slice, _to
 from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site, batch_size_of
@@ -55,16 +55,6 @@ class _Caught(Exception):
 
 def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def _to(x, device):
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
-    return x
 
 
 def _head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
