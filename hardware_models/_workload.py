@@ -66,6 +66,10 @@ def site_gemm(site: Site, w: Workload) -> Gemm:
             weight_shape=site.shape,
             gather=True,
         )
+    if site.kind == "experts":  # MoE: every token reads top_k of the experts (the routed fraction)
+        e, n, k = site.shape
+        rows = max(1, site.macs // (n * k)) if site.macs else 1
+        return Gemm(m=b * rows, n=n, k=k, weight_shape=(max(1, round(e * site.active)), n, k))
     n = site.shape[0]
     k = math.prod(site.shape[1:])
     if site.kind == "linear":

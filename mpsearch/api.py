@@ -19,12 +19,13 @@ from .search.tolerance import Tolerance
 from .sensitivity import SensitivityTable
 
 
-def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=None,
+def sensitivity(model: nn.Module, data, *, estimator: str | None = None, formats=None,
                 site_list: list[Site] | None = None, objective: str | Objective | None = None, seed: int = 0,
                 cache: bool = True, **settings) -> SensitivityTable:
     """Ω(site, format) with error bars from the named estimator (`**settings` go to the estimator).
 
-    Estimators: hessian (auto: exact Gauss-Newton or Hutchinson), fisher, taylor, output, measured.
+    Estimators: hessian (auto: exact Gauss-Newton or Hutchinson; the default), fisher, taylor, output, measured,
+    kfac (block-streamed; the default for a Hugging Face causal LM).
     The table is cached on disk ($MPSEARCH_CACHE or ~/.cache/mpsearch) unless `cache=False`.
     """
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=settings, objective=objective,
@@ -34,11 +35,11 @@ def sensitivity(model: nn.Module, data, *, estimator: str = "hessian", formats=N
 
 
 def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None, *, formats=None,
-         estimator: str = "hessian", search: str = "ilp", seed: int = 0, hardware=None,
+         estimator: str | None = None, search: str = "ilp", seed: int = 0, hardware=None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
-         drop_metric: str | None = None, cache: bool = True) -> Plan:
+         drop_metric: str | None = None, cache: bool = True, keep_16bit: bool = False) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -52,10 +53,15 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     16-bit size) whose measured `drop_metric` (default accuracy with labels) drops at most that much.
     Sensitivities are cached on disk by model, data and settings (`cache=False` recomputes them), so the
     next plan with another budget reuses them; a `Planner` keeps them in memory too.
+
+    A Hugging Face `PreTrainedModel` is taken as it is (eager attention, no KV cache; `mpsearch.hf`), its
+    fused projections tied and `kfac` the default estimator; `keep_16bit=True` keeps its embeddings and
+    LM head at 16 bits.
     """
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),
                      search=search, search_settings=dict(search_settings or {}), hardware=hardware,
-                     objective=objective, seed=seed, guard_uniform=guard_uniform, ties=ties, cache=cache)
+                     objective=objective, seed=seed, guard_uniform=guard_uniform, ties=ties, cache=cache,
+                     keep_16bit=keep_16bit)
     if max_drop is not None:
         Tolerance.parse(max_drop)  # a typo fails before the model is touched
     if not parse_budgets(budget) and max_drop is None:

@@ -26,7 +26,7 @@ from .io import atomic_write
 @dataclass
 class LoadedModel:
     module: nn.Module
-    kind: str  # "pt2" | "pickle" | "factory" | "example"
+    kind: str  # "pt2" | "pickle" | "factory" | "example" | "hf" (a Hugging Face checkpoint directory)
     source: str
     program: object | None = None  # the ExportedProgram for .pt2
 
@@ -191,6 +191,18 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
 def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
     """Write `model` (the quantized copy of `loaded.module`) in the form it was loaded from."""
     params = dict(model.named_parameters())
+    if loaded.kind == "hf":  # llm: a checkpoint directory in, a checkpoint directory out
+        import shutil
+
+        out = Path(out)
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        for f in Path(loaded.source).glob("tokenizer*"):
+            shutil.copy2(f, tmp / f.name)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)
+        return out
 
     def write(tmp: str) -> None:
         if loaded.kind == "pt2":

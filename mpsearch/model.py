@@ -58,6 +58,7 @@ class Site:
     input_shape: tuple[int, ...] | None = None
     output_shape: tuple[int, ...] | None = None
     uses: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()  # (kind, in, out) of other-kind uses
+    active: float = 1.0  # fraction of the weight one token uses: top_k / experts for MoE experts (mpsearch.hf)
 
     @property
     def numel(self) -> int:
@@ -98,6 +99,12 @@ def call_model(model: nn.Module, x):
     if isinstance(x, (tuple, list)):
         return model(*x)
     return model(x)
+
+
+def _first_tensor(x) -> torch.Tensor:
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    return x[0] if isinstance(x, (tuple, list)) else x
 
 
 def batch_size_of(x) -> int:
@@ -252,6 +259,13 @@ def sites(model: nn.Module, example=None) -> list[Site]:
     params = dict(model.named_parameters())
     graph_nodes = None
     found = _module_sites(model)
+    # >>> llm: MoE experts blocks (one 3-D weight per projection of a layer) are sites too
+    from .hf import experts_modules
+
+    experts = experts_modules(model)
+    for p, (mod, _) in experts.items():
+        found.setdefault(p, []).append(("experts", mod))
+    # <<< llm
     if found:
         kinds = {p: users[0][0] for p, users in found.items()}
     elif isinstance(model, torch.fx.GraphModule):
@@ -286,6 +300,13 @@ def sites(model: nn.Module, example=None) -> list[Site]:
     order = list(calls)  # first-call order = execution order
     traced = [replace(base.get(p) or Site(_site_name(p), calls[p][0][3], p, tuple(params[p].shape)),
                       **_traced(calls[p], n)) for p in order]
+    # >>> llm: MoE experts blocks (one 3-D weight per projection; each expert's slice is not a traced use)
+    done = {s.param for s in traced}
+    tokens = math.prod(_first_tensor(example).shape[1:])
+    traced += [Site(_site_name(p), "experts", p, tuple(params[p].shape), active=frac,
+                    macs=round(tokens * frac * math.prod(params[p].shape)))
+               for p, (_, frac) in experts.items() if p not in done]
+    # <<< llm
     if not traced:
         raise NoQuantizableSites("no Linear/Conv/Embedding layer ran on the example input; check the input")
     return traced

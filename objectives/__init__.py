@@ -1,6 +1,7 @@
-"""What a plan is judged by: registered objectives (`cross_entropy`, `accuracy`, `kl`, `mse`, `sqnr`)."""
+"""What a plan is judged by: registered objectives (`cross_entropy`, `accuracy`, `kl`, `mse`, `sqnr`;
+for language models `perplexity`, `kl_p999`, `top1_agreement`)."""
 
-from . import classification, reference  # noqa: F401  (register the built-in objectives)
+from . import classification, language, reference  # noqa: F401  (register the built-in objectives)
 from ._base import (
     Objective,
     as_loss,

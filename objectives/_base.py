@@ -23,10 +23,19 @@ class Objective(Plugin, ABC):
     higher_is_better: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False  # scores against the FP model's outputs (attach with with_reference)
+    pooled: ClassVar[bool] = False  # a statistic of all tokens at once (a quantile, exp of a mean): see `values`/`pool`
 
     @abstractmethod
     def batch(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean score over one batch; differentiable where the estimators need it."""
+
+    def values(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-token (or per-sample) values that `pool` reduces over the whole data set (pooled objectives)."""
+        raise NotImplementedError
+
+    def pool(self, values: torch.Tensor) -> float:
+        """The data-set score from every batch's `values`, concatenated."""
+        return float(values.mean())
 
     def __repr__(self) -> str:
         return self.name
@@ -76,11 +85,15 @@ def measure(model: nn.Module, data: CalibrationData, objectives: list[str | Obje
         if o.needs_reference and not all(b.ref is not None for b in data):
             raise UsageError(f"objective {o.name!r} needs reference outputs: call data.with_reference(fp_model)")
     sums = [0.0] * len(objs)
+    pooled: dict[int, list[torch.Tensor]] = {i: [] for i, o in enumerate(objs) if o.pooled}
     n = 0
     with eval_mode(model), torch.no_grad():
         for b in data:
             out = primary_output(call_model(model, b.x))
             for i, o in enumerate(objs):
-                sums[i] += float(o.batch(out, b)) * b.size
+                if o.pooled:
+                    pooled[i].append(o.values(out, b).detach().float().reshape(-1).cpu())
+                else:
+                    sums[i] += float(o.batch(out, b)) * b.size
             n += b.size
-    return {o.name: s / n for o, s in zip(objs, sums)}
+    return {o.name: o.pool(torch.cat(pooled[i])) if o.pooled else sums[i] / n for i, o in enumerate(objs)}

@@ -21,7 +21,8 @@ SOURCES = {"mpsearch": "mpsearch", "objectives": "mpsearch.objectives", "hardwar
 LAYERS: list[list[list[str]]] = [
     [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.params", "mpsearch.cache_root",
       "mpsearch.io", "mpsearch.model", "mpsearch.data", "mpsearch.budget", "mpsearch.objectives",
-      "mpsearch.validate", "mpsearch.coverage", "mpsearch.pytree_types", "mpsearch.static_batch"]],
+      "mpsearch.validate", "mpsearch.coverage", "mpsearch.pytree_types", "mpsearch.static_batch",
+      "mpsearch.hf", "mpsearch.text"]],
     [["mpsearch.formats"]],
     [["mpsearch.activations", "mpsearch.quantize", "mpsearch.loading"]],
     [["mpsearch.sensitivity"], ["mpsearch.hardware_models"]],

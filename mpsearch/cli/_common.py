@@ -6,10 +6,15 @@ import argparse
 import sys
 
 from ..data import as_data
-from ..errors import UsageError
+from ..errors import MpsearchError, UsageError
 from ..examples import EXAMPLES, load_example
+from ..hf import is_checkpoint_dir, load_pretrained, load_tokenizer
 from ..loading import LoadedModel, load_model
 from ..sensitivity import zeroq
+from ..text import load_lm_data
+
+# what a language model's plan is reported by on held-out text
+LM_METRICS = ["cross_entropy", "perplexity", "kl", "kl_p999", "top1_agreement"]
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -20,6 +25,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--factory", metavar="PKG.MOD:FN", help="function that builds the model for a state-dict MODEL")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled torch.save model (this runs code from the file)")
+    p.add_argument("--trust-remote-code", action="store_true",  # llm: Hugging Face checkpoint directories
+                   help="allow a Hugging Face checkpoint directory's own model code to run")
 
 
 def add_plan_args(p: argparse.ArgumentParser, output_help: str) -> None:
@@ -43,6 +50,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="FILE", help="calibration data: .pt or .npz holding {'x', 'y'?}; "
                    "or zeroq[:CxHxW] for data-free distilled inputs (models with BatchNorm)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for calibration passes")
+    # >>> llm: text / token ids for language models
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per sequence for text or token-id --data")
+    p.add_argument("--samples", type=int, default=32,
+                   help="calibration sequences from text --data (the next as many are held out)")
+    # <<< llm
 
 
 class Inputs:
@@ -52,7 +64,12 @@ class Inputs:
         # MODEL and --example together: the model from the file, the data from the example
         # (e.g. to evaluate an applied copy of the example on its held-out split).
         self.example = load_example(args.example) if getattr(args, "example", None) else None
-        if getattr(args, "model", None):
+        self.ties: list[list[str]] = []  # llm: fused projections of a language model
+        self.test_metrics: list[str] | None = None
+        if getattr(args, "model", None) and is_checkpoint_dir(args.model):
+            self.loaded = LoadedModel(load_pretrained(args.model, trust_remote_code=args.trust_remote_code),
+                                      "hf", args.model)
+        elif getattr(args, "model", None):
             self.loaded = load_model(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
         elif self.example is not None:
             self.loaded = LoadedModel(self.example.model, "example", args.example)
@@ -65,6 +82,8 @@ class Inputs:
         if self.zeroq:
             shape_from = self.example.calibration["x"] if self.example else None
             self.data = zeroq.from_spec(self.model, data, shape_from, bs)
+        elif data and self.loaded.kind == "hf" and self._lm_data(args, data, bs):
+            pass
         elif data:
             self.data = as_data(data, bs)
         elif self.example is not None:
@@ -73,8 +92,24 @@ class Inputs:
             raise UsageError("pass --data FILE with calibration inputs (.pt or .npz holding x and optionally y)")
         else:
             self.data = None
-        self.test = as_data(self.example.test, bs) if self.example is not None else None
+        self.test_metrics = self.test_metrics or getattr(self.example, "metrics", None)
+        if not hasattr(self, "test"):
+            self.test = as_data(self.example.test, bs) if self.example is not None else None
         self.objective = getattr(self.example, "objective", None)  # an example may name its own loss
+
+    def _lm_data(self, args: argparse.Namespace, data: str, bs: int) -> bool:
+        """Text or token ids for a checkpoint directory: windows with next-token labels, the rest held out."""
+        try:
+            tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+        except MpsearchError:
+            tok = None
+        lm = load_lm_data(data, tok, args.seq_len, args.samples, self.model.config.vocab_size)
+        if lm is None:
+            return False
+        self.data = as_data(lm.calibration, bs)
+        self.test = None if lm.test is None else as_data(lm.test, bs)
+        self.test_metrics = LM_METRICS
+        return True
 
 
 def info(msg: str) -> None:

@@ -19,7 +19,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", action="append", metavar="B",
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
-    p.add_argument("--estimator", help="sensitivity estimator (default: hessian; measured with --data zeroq)")
+    p.add_argument("--estimator", help="sensitivity estimator (default: hessian; kfac for a checkpoint "
+                   "directory; measured with --data zeroq)")
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="estimator setting, e.g. tol=0.1, max_probes=32, method=hutchinson; repeat for several")
     p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
@@ -36,6 +37,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-guard", action="store_true",
                    help="skip measuring the plan against uniform plans that fit the budget")
+    p.add_argument("--keep-16bit", action="store_true",  # llm
+                   help="keep a language model's embeddings and LM head at 16 bits")
     p.add_argument("-o", "--output", default="plan.json", help="where to write the plan (default: plan.json)")
 
 
@@ -49,14 +52,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=dict(args.estimator_option),
                      search=args.search, search_settings=dict(args.search_option), hardware=args.hardware,
                      objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,
-                     cache=not args.no_cache)
+                     cache=not args.no_cache, keep_16bit=args.keep_16bit)
     planner = Planner(inp.model, inp.data, cfg)
     plan = planner.plan(args.budget, max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
     if plan.measured:
-        test = planner.compare_on(inp.test, plan) if inp.test is not None else None
+        test = planner.compare_on(inp.test, plan, inp.test_metrics) if inp.test is not None else None
         print()
         print(comparison_table(plan, test))
         if "guard" in plan.measured:

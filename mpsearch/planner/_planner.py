@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import hardware_models
+from .. import hardware_models, hf
 from ..activations import ActParams, calibrate_choices, plan_params
 from ..budget import Budget, Reference, parse_budgets, resolve
 from ..data import CalibrationData, as_data, check_fits
@@ -60,6 +60,7 @@ class PlanConfig:
     guard_uniform: bool = True
     ties: list | None = None
     cache: bool = True
+    keep_16bit: bool = False  # a language model's embeddings and LM head stay 16-bit (mpsearch.hf)
 
     def solve_only(self, **changes) -> PlanConfig:
         """A copy with searcher-side fields changed (what `Planner.plan(..., search=...)` takes)."""
@@ -85,6 +86,10 @@ class Planner:
         if data is None:
             raise UsageError("plan needs calibration data: a tensor of inputs, (x, y), or a DataLoader")
         self.model, self.config = model, config or PlanConfig()
+        if hf.is_pretrained(model):  # llm: eager attention, no KV cache; kfac; fused projections tied
+            self.model = model = hf.prepare(model)
+            self.config = replace(self.config, estimator=self.config.estimator or "kfac",
+                                  ties=list(self.config.ties or []) + hf.fused_ties([s.name for s in sites(model)]))
         raw = as_data(data)
         self.estimator_name = self.config.estimator or default_estimator(raw)
         self.objective = get_objective(self.config.objective) if self.config.objective else default_objective(raw)
@@ -92,6 +97,9 @@ class Planner:
             if site_list is None:
                 check_fits(model, raw)
             self.sites = site_list if site_list is not None else sites(model, raw.first_x)
+            if self.config.keep_16bit:  # llm: no candidates for them; their 16-bit bytes count as fixed
+                kept = set(hf.head_and_embedding_sites(model, [s.name for s in self.sites]))
+                self.sites = [s for s in self.sites if s.name not in kept]
             self.data = raw.with_reference(model) if self.objective.needs_reference else raw
         self.candidates = parse_choices(self.config.formats, DEFAULT_FORMATS)  # before the target filters
         self._tables: dict = {} if _tables is None else _tables  # shared with variants
@@ -226,11 +234,14 @@ class Planner:
         return guard(self.model, self.data, self.objective, problem, assignments, self.choices,
                      self.reference, self.acts, admissible)
 
-    def compare_on(self, test: CalibrationData, plan: Plan) -> dict[str, dict]:
+    def compare_on(self, test: CalibrationData, plan: Plan, metrics: list[str] | None = None) -> dict[str, dict]:
         """The plan's comparison rows (FP, the plan, the uniform plans the report shows) on held-out
-        `test` data: cross-entropy and accuracy with labels, else the objective and SQNR."""
-        metrics = ["cross_entropy", "accuracy"]
-        if not test.labelled:  # label-free (minilm-l6): distance to the FP outputs
+        `test` data: cross-entropy and accuracy with labels, else the objective and SQNR, or `metrics`."""
+        if metrics:  # e.g. a language model's perplexity and token KL against the FP model
+            test = test.with_reference(self.model)
+        elif test.labelled:
+            metrics = ["cross_entropy", "accuracy"]
+        else:  # label-free (minilm-l6): distance to the FP outputs
             metrics = [plan.provenance.get("objective", "kl"), "sqnr"]
             test = test.with_reference(self.model)
         out = {"fp (16-bit)": measure(self.model, test, metrics),

@@ -1,6 +1,6 @@
 """Sensitivity estimators behind one interface: `get_estimator(name).estimate(...)` -> SensitivityTable."""
 
-from . import hessian, measured, taylor  # noqa: F401  (register the estimators)
+from . import hessian, measured, streaming, taylor  # noqa: F401  (register the estimators)
 from ._base import (
     Estimator,
     SensitivityTable,

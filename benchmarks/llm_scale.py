@@ -1,0 +1,223 @@
+"""Time, peak GPU memory and peak host memory per step of planning a Llama-shaped model (random init, bf16).
+
+    python benchmarks/llm_scale.py                 # GPU: TinyLlama-1.1B, Llama-3-8B, 70B-shaped (few layers)
+    python benchmarks/llm_scale.py --only tinyllama --estimators   # every registered estimator too
+    python benchmarks/llm_scale.py --smoke         # CPU, tiny shapes (what CI runs)
+
+Configs (issue 14): TinyLlama-1.1B-shaped, 16×512 tokens with labels, default plan (kfac) end to end
+(target ≤ 60 s, ≤ 24 GB GPU); Llama-3-8B-shaped, 32×1024 tokens (target ≤ 5 min, ≤ 40 GB); a
+70B-shaped model (hidden 8192, intermediate 28672) with a few of its 80 layers kept on the host and
+streamed to the GPU one block at a time: the per-layer sensitivity time and memory at 2 and 4 layers,
+and the projected time for all 80 (linear in the layer count, checked from the two points).
+Random weights are fine for time and memory; quality claims come from the real models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _markdown import markdown  # noqa: E402
+
+import mpsearch  # noqa: E402
+import mpsearch.hf  # noqa: E402
+from mpsearch.data import as_data  # noqa: E402
+from mpsearch.sensitivity import estimator_names  # noqa: E402
+
+
+@dataclass
+class Shape:
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    samples: int
+    seq_len: int
+
+
+SHAPES = {
+    "tinyllama": Shape("TinyLlama-1.1B", 2048, 5632, 22, 32, 4, 32000, 16, 512),
+    "llama3-8b": Shape("Llama-3-8B", 4096, 14336, 32, 32, 8, 128256, 32, 1024),
+    "llama-70b": Shape("Llama-70B", 8192, 28672, 80, 64, 8, 128256, 16, 1024),
+    "smoke": Shape("smoke", 64, 128, 2, 4, 2, 128, 4, 32),
+}
+
+
+class PeakRSS:
+    """Peak resident host memory over a block, sampled every 5 ms from /proc/self/statm."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss(), threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the process-lifetime peak
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Steps:
+    """Rows of (model, step, seconds, peak GPU GB, peak host GB)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.rows = cuda, []
+
+    def run(self, model: str, step: str, fn, **extra):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize()
+        err = None
+        with PeakRSS() as rss:
+            t = time.perf_counter()
+            try:
+                out = fn()
+            except Exception as e:  # noqa: BLE001 - a failing step is a row of the table, not the end
+                out, err = None, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}"
+            if self.cuda:
+                torch.cuda.synchronize()
+            sec = time.perf_counter() - t
+        gpu = torch.cuda.max_memory_allocated() / 1e9 if self.cuda else 0.0
+        row = {"model": model, "step": step, "seconds": round(sec, 2), "peak_gpu_GB": round(gpu, 2),
+               "peak_host_GB": round(rss.peak / 1e9, 2), **extra, "error": err or ""}
+        self.rows.append(row)
+        print(" | ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        return out
+
+
+def build(shape: Shape, layers: int | None, device: str, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                      num_hidden_layers=layers or shape.layers, num_attention_heads=shape.heads,
+                      num_key_value_heads=shape.kv_heads, vocab_size=shape.vocab, max_position_embeddings=4096)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(dtype)
+    return mpsearch.hf.prepare(model)
+
+
+def tokens(shape: Shape, device: str) -> dict:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, shape.vocab, (shape.samples, shape.seq_len + 1), generator=g)
+    return {"x": {"input_ids": ids[:, :-1].to(device)}, "y": ids[:, 1:].to(device)}
+
+
+def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, estimators: bool,
+                   formats: str | None = None):
+    """The whole model on the device: default plan end to end (sensitivity, then search and guard)."""
+    shape = SHAPES[key]
+    label = f"{shape.name} {shape.samples}x{shape.seq_len}"
+    model = st.run(label, "build (random init)", lambda: build(shape, None, device, dtype))
+    data = as_data(tokens(shape, device), batch_size=micro_batch)
+    opts = {"micro_batch": micro_batch}
+    t0 = time.perf_counter()
+    table = st.run(label, "sensitivity (kfac, streamed blocks)",
+                   lambda: mpsearch.sensitivity(model, data, estimator="kfac", formats=formats, cache=False, **opts))
+    st.run(label, "search + guard (4.5bits)",
+           lambda: mpsearch.plan(model, data, budget="4.5bits", formats=formats, sensitivity=table, cache=False))
+    st.rows.append({"model": label, "step": "default plan end to end", "seconds":
+                    round(time.perf_counter() - t0, 2), "peak_gpu_GB": max(r["peak_gpu_GB"] for r in st.rows[-2:]),
+                    "peak_host_GB": max(r["peak_host_GB"] for r in st.rows[-2:]), "error": ""})
+    print(st.rows[-1], flush=True)
+    if estimators:
+        for name in estimator_names():
+            if name != "kfac":
+                st.run(label, f"sensitivity ({name})",
+                       lambda name=name: mpsearch.sensitivity(model, data, estimator=name, cache=False))
+    model = table = None  # free the GPU before the next configuration
+    gc.collect()
+
+
+def stream_layers(st: Steps, key: str, device: str, dtype, micro_batch: int, layer_counts: list[int]):
+    """Blocks on the host, streamed to the device one at a time: per-layer time, projected to all layers."""
+    shape = SHAPES[key]
+    points = []
+    for n in layer_counts:
+        label = f"{shape.name} ({n} of {shape.layers} layers) {shape.samples}x{shape.seq_len}"
+        model = st.run(label, "build on host", lambda n=n: build(shape, n, "cpu", dtype))
+        data = as_data(tokens(shape, "cpu"), batch_size=micro_batch)
+        site_list = mpsearch.sites(model)  # module order; no host forward
+        st.run(label, "sensitivity (kfac, host→GPU streaming)",
+               lambda m=model, d=data, sl=site_list: mpsearch.sensitivity(
+                   m, d, estimator="kfac", site_list=sl, cache=False, micro_batch=micro_batch, device=device,
+                   objective="cross_entropy"))
+        points.append((n, st.rows[-1]["seconds"]))
+        model = data = None
+        gc.collect()
+    if len(points) >= 2:
+        (n1, t1), (n2, t2) = points[0], points[-1]
+        per = (t2 - t1) / (n2 - n1)
+        fixed = t1 - per * n1
+        st.rows.append({"model": f"{shape.name} (projection)", "step":
+                        f"all {shape.layers} layers = {fixed:.1f} s + {per:.2f} s/layer", "seconds":
+                        round(fixed + per * shape.layers, 1), "peak_gpu_GB": st.rows[-1]["peak_gpu_GB"],
+                        "peak_host_GB": float("nan"), "error": ""})
+        print(st.rows[-1], flush=True)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (what CI runs)")
+    ap.add_argument("--only", choices=["tinyllama", "llama3-8b", "llama-70b"], action="append")
+    ap.add_argument("--estimators", action="store_true", help="also time every other registered estimator")
+    ap.add_argument("--micro-batch", type=int, default=4)
+    ap.add_argument("--layers", default="2,4", help="70B-shaped layer counts to stream")
+    ap.add_argument("--out", type=Path, help="write the table as markdown here")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Fisher accumulators
+    st = Steps(cuda)
+    if args.smoke:
+        plan_on_device(st, "smoke", "cpu", torch.float32, 2, args.estimators, formats="int4,int8,bf16")
+        stream_layers(st, "smoke", "cpu", torch.float32, 2, [1, 2])
+    else:
+        for key in args.only or ["tinyllama", "llama3-8b", "llama-70b"]:
+            if key == "llama-70b":
+                stream_layers(st, key, device, torch.bfloat16, args.micro_batch,
+                              [int(v) for v in args.layers.split(",")])
+            else:
+                plan_on_device(st, key, device, torch.bfloat16, args.micro_batch, args.estimators)
+    frame = pd.DataFrame(st.rows)
+    text = markdown(frame)
+    print()
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return frame
+
+
+if __name__ == "__main__":
+    main()

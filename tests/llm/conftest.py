@@ -1,0 +1,52 @@
+"""Tiny random-init Hugging Face decoders saved with `save_pretrained` (Llama, GPT-2, Mixtral)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+VOCAB = 96  # the character tokenizer of the bundled tiny decoder
+
+
+def _configs():
+    from transformers import GPT2Config, LlamaConfig, MixtralConfig
+
+    return {
+        "llama": LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, bos_token_id=None, eos_token_id=None),
+        "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                           bos_token_id=0, eos_token_id=0),
+        "mixtral": MixtralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                 num_experts_per_tok=2, bos_token_id=None, eos_token_id=None),
+    }
+
+
+def tiny(kind: str, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(_configs()[kind]).eval()
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """kind -> directory holding config.json, model.safetensors and a tokenizer."""
+    from mpsearch.examples.tiny_decoder import save_tokenizer
+
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for kind in _configs():
+        d = root / kind
+        tiny(kind).save_pretrained(str(d), safe_serialization=True)
+        save_tokenizer(d)
+        out[kind] = d
+    return out
+
+
+def token_batch(n: int = 4, t: int = 12, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (n, t + 1), generator=g)
+    return {"x": {"input_ids": ids[:, :-1]}, "y": ids[:, 1:]}
