@@ -33,6 +33,10 @@ def _tensors(x, what: str):
 def check_count(data, min_samples: int = MIN_SAMPLES) -> None:
     """Enough samples for an estimate with an error bar."""
     n = data.num_samples
+    x = data.batches[0].x
+    ids = x.get("input_ids") if isinstance(x, dict) else x
+    if isinstance(ids, torch.Tensor) and ids.ndim == 2 and not ids.is_floating_point():
+        n *= ids.shape[1]  # token sequences: every position is a scored sample (next-token loss, KL)
     if n < min_samples:
         raise DataError(f"the calibration data has {n} sample{'s' if n != 1 else ''}; the sensitivity estimate "
                         f"needs at least {min_samples} (its error bars come from the spread over samples)")

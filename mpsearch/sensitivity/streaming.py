@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -133,6 +134,7 @@ class _Diagonal:
 
 
 @register_estimator("kfac")
+@dataclass(eq=False)
 class StreamingKFAC(Estimator):
     """Block-streamed sampled Fisher (K-FAC for linear sites, diagonal otherwise); see the module docstring.
 
@@ -142,7 +144,9 @@ class StreamingKFAC(Estimator):
     """
 
     name = "kfac"
-    options = ("micro_batch", "device", "store")
+    micro_batch: int = 4
+    device: str | None = None
+    store: str | None = None
 
     def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
                  seed: int = 0) -> SensitivityTable:
@@ -154,17 +158,17 @@ class StreamingKFAC(Estimator):
         if any(c.act is not None for c in choices):
             raise UsageError("estimator 'kfac' scores weight formats only; drop the WEIGHT:ACT choices or use 'fisher'")
         home = next(model.parameters()).device
-        device = torch.device(self.settings.get("device") or home)
-        store = self.settings.get("store") or ("cpu" if device != home else "device")
+        device = torch.device(self.device or home)
+        store = self.store or ("cpu" if device != home else "device")
         store = device if store == "device" else torch.device(store)
-        mb = int(self.settings.get("micro_batch", 4))
+        mb = int(self.micro_batch)
         if mb < 1:
             raise UsageError(f"micro_batch must be positive (got {mb})")
         layers = decoder_layers(model)
         norm, head = _head(model)
         gen = torch.Generator(device=device).manual_seed(seed)
         micro = [_to(_slice(b.x, i, i + mb), device) for b in data for i in range(0, b.size, mb)]
-        progress = bool(self.settings.get("progress", False))
+        progress = bool(self.progress)
 
         params = dict(model.named_parameters())
         site_of = {id(params[s.param]): s for s in sites}
@@ -243,7 +247,7 @@ class StreamingKFAC(Estimator):
         frame = pd.DataFrame(rows)
         order = {s.name: i for i, s in enumerate(sites)}
         frame = frame.sort_values("site", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
-        return SensitivityTable(frame, self.name, {k: v for k, v in self.settings.items() if k != "progress"})
+        return SensitivityTable(frame, self.name, self.recorded_params())
 
     @staticmethod
     def _capture(model, layers, micro, grad: bool = False):

@@ -72,7 +72,7 @@ def test_cli_plan_on_checkpoint_with_text(kind, checkpoints, tmp_path, capsys):
 
     text.write_text(module_text(HELDOUT_MODULES)[:4000])
     out = tmp_path / "plan.json"
-    rc = main(["plan", str(checkpoints[kind]), "--data", str(text), "--seq-len", "16", "--samples", "4",
+    rc = main(["plan", str(checkpoints[kind]), "--data", str(text), "--seq-len", "16", "--samples", "8",
                "--budget", "4.5bits", "--formats", "int2,int4,int8,bf16", "-o", str(out), "--no-cache"])
     assert rc == 0
     plan = Plan.load(out)
@@ -90,7 +90,7 @@ def test_cli_keep_16bit_and_token_ids(checkpoints, tmp_path):
     f = tmp_path / "ids.pt"
     torch.save(ids, f)
     out = tmp_path / "plan.json"
-    assert main(["plan", str(checkpoints["llama"]), "--data", str(f), "--seq-len", "16", "--samples", "4",
+    assert main(["plan", str(checkpoints["llama"]), "--data", str(f), "--seq-len", "16", "--samples", "8",
                  "--budget", "4bits", "--formats", "int2,int4,bf16", "--keep-16bit", "-o", str(out),
                  "--no-cache"]) == 0
     plan = Plan.load(out)
