@@ -22,6 +22,7 @@ from ..data import CalibrationData
 from ..formats import Choice
 from ..io import atomic_write_text
 from ..model import Site, fingerprint
+from ..rounding import rounding_key
 from ._base import Estimator, SensitivityTable
 
 log = logging.getLogger("mpsearch")
@@ -60,6 +61,7 @@ def cache_key(
         "settings": {k: v for k, v in sorted(est.settings.items()) if k not in _VOLATILE},
         "choices": [c.name for c in choices],
         "sites": [s.name for s in sites],
+        "rounding": rounding_key(),  # GPTQ-rounded weights have other sensitivities than RTN's
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
