@@ -20,9 +20,9 @@ SOURCES = {"mpsearch": "mpsearch", "objectives": "mpsearch.objectives", "hardwar
 # (estimators vs cost models) may not import each other. This is the one place the map is written.
 LAYERS: list[list[list[str]]] = [
     [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.io", "mpsearch.model",
-      "mpsearch.data", "mpsearch.budget", "mpsearch.objectives"]],
+      "mpsearch.data", "mpsearch.budget", "mpsearch.objectives", "mpsearch.memo"]],
     [["mpsearch.formats"]],
-    [["mpsearch.activations", "mpsearch.quantize", "mpsearch.loading"]],
+    [["mpsearch.activations", "mpsearch.quantize", "mpsearch.loading", "mpsearch.rounding", "mpsearch.scope"]],
     [["mpsearch.sensitivity"], ["mpsearch.hardware_models"]],
     [["mpsearch.plan", "mpsearch.apply", "mpsearch.packed", "mpsearch.report"]],
     [["mpsearch.search"]],
