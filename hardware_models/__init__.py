@@ -17,6 +17,7 @@ from ._base import (
     supported,
 )
 from ._calibrate import Calibration, calibrate, read_measurements
+from ._defaults import default_formats
 from ._roofline import Gemm, GemmCost, UnsupportedFormat, operand_class
 from ._spec import Number, Spec, SpecError, load_spec
 from ._workload import Workload
@@ -36,6 +37,7 @@ __all__ = [
     "calibrate",
     "cost_model_names",
     "cost_table",
+    "default_formats",
     "get",
     "load_spec",
     "model_costs",

@@ -98,6 +98,7 @@ class Spec:
     on_chip_energy: Number | None = None  # J per byte of on-chip traffic
     capacity: Number | None = None
     sharpness: Number | None = None  # roofline blend exponent p (None: exact max)
+    default_formats: tuple[str, ...] = ()  # the candidates `plan` uses on this target without --formats
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     origin: str = ""
 
@@ -224,6 +225,7 @@ def parse_spec(raw: dict, origin: str = "") -> Spec:
         kind=str(raw.get("kind", "")),
         summary=str(raw.get("summary", "")),
         sources=dict(raw.get("sources", {})),
+        default_formats=tuple(str(f) for f in raw.get("default_formats", ())),
         bandwidth=num(mem, "bandwidth", "memory"),
         memory_efficiency=num(mem, "efficiency", "memory"),
         on_chip=num(mem, "on_chip", "memory"),

@@ -39,7 +39,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
-         drop_metric: str | None = None, cache: bool = True, keep_16bit: bool = False) -> Plan:
+         drop_metric: str | None = None, cache: bool = True, keep_16bit: bool = False, exclude=None, pin=None,
+         rounding: str = "rtn") -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -57,11 +58,15 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     A Hugging Face `PreTrainedModel` is taken as it is (eager attention, no KV cache; `mpsearch.hf`), its
     fused projections tied and `kfac` the default estimator; `keep_16bit=True` keeps its embeddings and
     LM head at 16 bits.
+    `exclude`: site-name patterns (fnmatch, or `re:REGEX`) kept 16-bit; `pin`: `PATTERN=FORMAT` rules
+    (or a dict) giving those sites exactly FORMAT (`mpsearch.scope`); both still count in the totals.
+    `rounding`: `rtn` (default) or `gptq` (`mpsearch.rounding`): how weights are rounded when scoring,
+    measuring and applying the plan (`apply`/`export` of a gptq plan take `data=`).
     """
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),
                      search=search, search_settings=dict(search_settings or {}), hardware=hardware,
                      objective=objective, seed=seed, guard_uniform=guard_uniform, ties=ties, cache=cache,
-                     keep_16bit=keep_16bit)
+                     keep_16bit=keep_16bit, exclude=exclude, pin=pin, rounding=rounding)
     if max_drop is not None:
         Tolerance.parse(max_drop)  # a typo fails before the model is touched
     if not parse_budgets(budget) and max_drop is None:
@@ -73,7 +78,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
 def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
            formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
            sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
-           test=None, guard_uniform: bool = False, seed: int = 0, progress: bool | None = None) -> ParetoFront:
+           test=None, guard_uniform: bool = False, seed: int = 0, progress: bool | None = None,
+           exclude=None, pin=None, rounding: str = "rtn") -> ParetoFront:
     """Plan at `points` budgets of `metric` from the cheapest achievable to the 16-bit model (plus each
     uniform plan's cost, or exactly `budgets`), measure every plan on `data` (and `test`), and return
     the front. The sensitivity is estimated once (or taken from `sensitivity`)."""
@@ -81,7 +87,8 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
         raise UsageError(f"unknown metric {metric!r}; use one of {', '.join(COLUMNS)}")
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),
                      search=search, search_settings=dict(search_settings or {}), hardware=hardware,
-                     objective=objective, seed=seed, guard_uniform=guard_uniform)
+                     objective=objective, seed=seed, guard_uniform=guard_uniform, exclude=exclude, pin=pin,
+                     rounding=rounding)
     return Planner(model, data, cfg, sensitivity=sensitivity).pareto(metric, points=points, budgets=budgets,
                                                                        test=test, progress=progress)
 
@@ -89,7 +96,8 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
 def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction: float = 0.25,
              knobs: list[str] | None = None, trials: int = 24, formats=None, search: str = "ilp",
              hardware=None, metric: str | None = None, estimator_settings: dict | None = None,
-             seed: int = 0, storage: str | None = "memory", progress: bool | None = None) -> AutotuneResult:
+             seed: int = 0, storage: str | None = "memory", progress: bool | None = None, exclude=None,
+             pin=None) -> AutotuneResult:
     """Try knob configurations (all of a small space; else `trials` distinct ones by seeded TPE), plan on `data` with
     each, measure each plan on `held_out` (default: a seeded random `held_out_fraction` of `data`) and keep the
     best. `metric`: what to measure (default cross_entropy with labels, else kl). `estimator_settings`
@@ -97,6 +105,6 @@ def autotune(model: nn.Module, data, budget, *, held_out=None, held_out_fraction
     if held_out is None:
         data, held_out = split(data, held_out_fraction, seed)  # a seeded random hold-out
     base = Planner(model, data, PlanConfig(formats=formats, estimator="hessian", search=search, hardware=hardware,
-                                           seed=seed, guard_uniform=False))
+                                           seed=seed, guard_uniform=False, exclude=exclude, pin=pin))
     return base.autotune(budget, held_out, knobs=knobs, trials=trials, metric=metric,
                 estimator_settings=estimator_settings, storage=storage, progress=progress)

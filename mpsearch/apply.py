@@ -10,10 +10,11 @@ from pathlib import Path
 from torch import nn
 
 from .activations import act_functions, insert, plan_params
-from .errors import ModelMismatch
+from .errors import ModelMismatch, PlanError
 from .model import fingerprint
 from .plan import Plan
 from .quantize import _param, quantize_weights_, quantized  # noqa: F401  (re-exported: measuring code imports them here)
+from .rounding import rounding_for
 
 
 def _check(model: nn.Module, plan: Plan) -> None:
@@ -40,12 +41,24 @@ def _copy(model: nn.Module) -> nn.Module:
         return copy.deepcopy(model)
 
 
-def apply(model: nn.Module, plan: Plan | str | Path, *, inplace: bool = False) -> nn.Module:
+def plan_rounding(plan: Plan, model: nn.Module, data):
+    """The rounding context `plan` was made with (`provenance.rounding`), for `model`; GPTQ needs the
+    calibration data it was planned on."""
+    name = plan.provenance.get("rounding", "rtn")
+    if name != "rtn" and data is None:
+        raise PlanError(f"this plan rounds weights with {name}, which needs the calibration data it was made "
+                        "with; pass data= (CLI: --data FILE or --example)")
+    return rounding_for(model, name, data, **plan.provenance.get("rounding_settings", {}))
+
+
+def apply(model: nn.Module, plan: Plan | str | Path, *, inplace: bool = False, data=None) -> nn.Module:
     """A model whose weights (and, for `WEIGHT:ACT` choices, site inputs) are quantized per `plan`.
-    Refuses a plan made for another model. Activation scales come from the plan: no data needed."""
+    Refuses a plan made for another model. Activation scales come from the plan; `data` is needed
+    only for a plan whose rounding uses calibration statistics (GPTQ)."""
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     _check(model, plan)
     out = model if inplace else _copy(model)
-    insert(out, act_functions(out, plan.assignments, plan_params(plan.sites)))
-    return quantize_weights_(out, plan.assignments)
+    with plan_rounding(plan, out, data):  # statistics from the 16-bit model, before any fake-quantization
+        insert(out, act_functions(out, plan.assignments, plan_params(plan.sites)))
+        return quantize_weights_(out, plan.assignments)

@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from .activations import act_functions, insert, plan_params
-from .apply import _check
+from .apply import _check, plan_rounding
 from .errors import PlanError
 from .formats import Encoded, get_choice, get_format
 from .formats._packing import pack_bits, unpack_bits
 from .io import atomic_write
 from .plan import Plan
 from .quantize import _param
+from .rounding import encoded
 
 TAG = "mpsearch-packed"
 VERSION = 1
@@ -63,13 +64,19 @@ def _sixteen(t: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def export(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> ExportReport:
-    """Write `model`'s weights packed per `plan` to a safetensors file (atomically)."""
-    from safetensors.torch import save_file
-
+def export(model: nn.Module, plan: Plan | str | Path, path: str | Path, *, data=None) -> ExportReport:
+    """Write `model`'s weights packed per `plan` to a safetensors file (atomically); `data`: the
+    calibration data, for a plan whose rounding needs it (GPTQ), as in `apply`."""
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     _check(model, plan)
+    with plan_rounding(plan, model, data):
+        return _export(model, plan, path)
+
+
+def _export(model: nn.Module, plan: Plan, path: str | Path) -> ExportReport:
+    from safetensors.torch import save_file
+
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -79,7 +86,7 @@ def export(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> Expor
         pname = names[id(p)]
         site_params.add(pname)
         fmt = get_choice(name).weight
-        enc = fmt.encode(p.detach().cpu())
+        enc = encoded(p, fmt)  # the plan's rounding (mpsearch.rounding), exactly as `apply` rounds
         parts = [enc.codes.reshape(-1)] + ([] if enc.zeros is None else [enc.zeros.reshape(-1)])
         tensors[f"{pname}:packed"] = pack_bits(torch.cat(parts), enc.code_bits)
         for key, t in enc.scales.items():

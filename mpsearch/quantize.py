@@ -11,6 +11,7 @@ from torch import nn
 from .activations import ActParams, act_functions, insert
 from .data import CalibrationData
 from .formats import get_choice
+from .rounding import rounded
 
 
 def _param(model: nn.Module, site: str) -> torch.Tensor:
@@ -21,11 +22,12 @@ def _param(model: nn.Module, site: str) -> torch.Tensor:
 
 
 def quantize_weights_(model: nn.Module, assignments: dict[str, str]) -> nn.Module:
-    """In place: replace each named site's weight by its simulated-quantized value."""
+    """In place: replace each named site's weight by its simulated-quantized value (rounded by the
+    active `mpsearch.rounding`, round-to-nearest by default)."""
     with torch.no_grad():
         for site, name in assignments.items():
             p = _param(model, site)
-            p.copy_(get_choice(name).weight.quantize(p.detach()))
+            p.copy_(rounded(p, get_choice(name).weight))
     return model
 
 

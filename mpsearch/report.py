@@ -74,4 +74,4 @@ def comparison_table(plan: Plan, test: dict[str, dict] | None = None) -> str:
         for metric, v in (test or {}).get(key, {}).items():
             row[f"test {metric}"] = _num(v)
         out.append(row)
-    return pd.DataFrame(out).to_string(index=False)
+    return pd.DataFrame(out).fillna("-").to_string(index=False)  # over-budget uniform plans are not measured

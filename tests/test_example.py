@@ -28,13 +28,16 @@ def test_uniform_int3_visibly_loses_accuracy(digits):
 
 
 @pytest.mark.parametrize("bits", [3, 4, 5])
-def test_plan_calibration_loss_at_most_uniform(plans, bits):
+def test_plan_calibration_loss_at_most_uniform(digits, plans, bits):
     plan = plans[bits]
     assert plan.totals["avg_bits"] <= bits + 1e-9
     m = plan.measured
     # uniform INT{bits} carries FP16 scales, so it costs slightly MORE than `bits`: the plan has less budget
-    assert m["uniform"][f"int{bits}"]["avg_bits"] > bits
-    assert m["plan"]["cross_entropy"] <= m["uniform"][f"int{bits}"]["cross_entropy"] + 1e-9
+    # (so the guard does not measure it; measure it here)
+    assert m["uniform"][f"int{bits}"]["avg_bits"] > bits and not m["uniform"][f"int{bits}"]["fits_budget"]
+    with quantized(digits.model, {s: f"int{bits}" for s in plan.assignments}):
+        uniform = measure(digits.model, as_data(digits.calibration), ["cross_entropy"])["cross_entropy"]
+    assert m["plan"]["cross_entropy"] <= uniform + 1e-9
 
 
 def test_three_bit_plan_beats_uniform_int3_on_test(digits, plans):

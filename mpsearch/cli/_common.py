@@ -34,6 +34,8 @@ def add_plan_args(p: argparse.ArgumentParser, output_help: str) -> None:
     add_model_args(p, required=False)
     p.add_argument("plan", metavar="PLAN", help="plan JSON from `mpsearch plan`")
     p.add_argument("-o", "--output", required=True, help=output_help)
+    p.add_argument("--data", metavar="FILE", help="the calibration data the plan was made with (needed for "
+                   "--rounding gptq plans; --example uses its own)")
 
 
 def model_and_plan(args: argparse.Namespace):
@@ -116,3 +118,15 @@ def info(msg: str) -> None:
     """Status lines go to stderr (stdout carries the tables); flush stdout first to keep the order."""
     sys.stdout.flush()
     print(msg, file=sys.stderr)
+
+
+def add_scope_args(p: argparse.ArgumentParser) -> None:
+    """--exclude / --pin (mpsearch.scope): sites kept out of the search or fixed to one format."""
+    p.add_argument("--exclude", action="append", metavar="PATTERN",
+                   help="keep matching sites 16-bit (fnmatch, e.g. 'embeddings.*', or re:REGEX); repeat for several")
+    p.add_argument("--pin", action="append", metavar="PATTERN=FORMAT",
+                   help="give matching sites exactly FORMAT, e.g. 'classifier*=int8'; repeat for several")
+
+
+def scope_kwargs(args: argparse.Namespace) -> dict:
+    return {"exclude": getattr(args, "exclude", None), "pin": getattr(args, "pin", None)}

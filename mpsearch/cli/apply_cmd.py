@@ -18,7 +18,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 @command("apply", "quantize a model per a plan (simulated: quantize -> dequantize)", arguments)
 def run(args: argparse.Namespace) -> int:
     inp, plan = model_and_plan(args)
-    q = apply(inp.model, plan)
+    q = apply(inp.model, plan, data=inp.data)
     out = save_model(inp.loaded, q, args.output)
     info(f"wrote {out} ({len(plan.assignments)} sites quantized)")
     if inp.loaded.kind in ("factory", "example") and plan_params(plan.sites):

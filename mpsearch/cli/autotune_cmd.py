@@ -9,7 +9,7 @@ from ..formats import DEFAULT_FORMATS
 from ..io import atomic_write_text
 from ..planner import knob_names
 from ..search.settings import key_value
-from ._common import Inputs, add_data_args, add_model_args, info
+from ._common import Inputs, add_data_args, add_model_args, add_scope_args, info, scope_kwargs
 from ._registry import command
 
 
@@ -23,12 +23,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="configurations to try: a space this small or smaller is enumerated, else seeded TPE")
     p.add_argument("--held-out", type=float, default=0.25, metavar="FRACTION",
                    help="the last FRACTION of --data is held out to choose on (default 0.25)")
-    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
+    p.add_argument("--formats", help="candidate formats, comma-separated (default: the --hardware target's "
+                   f"default_formats, else {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
     p.add_argument("--metric", help="held-out metric to choose on (default: cross_entropy with labels, else kl)")
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="setting for every estimator that takes it, e.g. max_probes=32; repeat for several")
     p.add_argument("--seed", type=int, default=0)
+    add_scope_args(p)
     p.add_argument("--trials-csv", metavar="FILE", help="also write every configuration tried as CSV")
     p.add_argument("-o", "--output", default="plan.json", help="where to write the best plan (default: plan.json)")
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = [k.strip() for k in args.knobs.split(",") if k.strip()] if args.knobs else None
     r = autotune(inp.model, inp.data, args.budget, held_out_fraction=args.held_out, knobs=knobs,
                  trials=args.trials, formats=args.formats, hardware=args.hardware, metric=args.metric,
-                 estimator_settings=dict(args.estimator_option), seed=args.seed)
+                 estimator_settings=dict(args.estimator_option), seed=args.seed, **scope_kwargs(args))
     shown = r.trials.drop(columns=["plan"], errors="ignore")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     print()

@@ -13,7 +13,7 @@ from ._registry import command
          lambda p: add_plan_args(p, "the .safetensors file to write"))
 def run(args: argparse.Namespace) -> int:
     inp, plan = model_and_plan(args)
-    r = export(inp.model, plan, args.output)
+    r = export(inp.model, plan, args.output, data=inp.data)
     info(f"wrote {r.path}: {r.file_bytes} bytes = sites {r.site_bytes} (plan predicted "
          f"{r.predicted_site_bytes}) + other parameters {r.other_param_bytes} (16-bit) + buffers "
          f"{r.buffer_bytes} + header {r.header_bytes}")

@@ -11,7 +11,8 @@ from ..formats import format_names, get_choice
 from ._registry import command
 
 GRAMMAR = """\
-grammar: int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{P}]  b = 2..8, default per channel, absmax clip
+grammar: int{b}[_asym|_fr][_pt|_pc|_g{G}][_mse|_octav|_p{P}]  b = 2..8, default per channel, absmax clip;
+         _fr = full-range symmetric (all 2^b codes, largest |w| on -2^(b-1), as NNCF/AutoRound)
          fp8_e4m3 fp8_e5m2 fp6_e3m2 fp6_e2m3 fp4_e2m1, then [_pt|_pc|_g{G}][_mse|_p{P}]  (fp16 scale)
          mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4 mxint8 (OCP MX v1.0), nvfp4, bf16, fp16
 choice:  WEIGHT or WEIGHT:ACT, ACT a per-tensor int{b}[_asym] or fp8 format: int8:int8, fp8_e4m3:fp8_e4m3,

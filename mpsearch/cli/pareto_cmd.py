@@ -8,7 +8,7 @@ from ..api import pareto
 from ..budget import COLUMNS
 from ..formats import DEFAULT_FORMATS
 from ..search.settings import key_value
-from ._common import Inputs, add_data_args, add_model_args, info
+from ._common import Inputs, add_data_args, add_model_args, add_scope_args, info, scope_kwargs
 from ._registry import command
 
 
@@ -17,7 +17,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--metric", default="memory", choices=sorted(COLUMNS), help="the budget to sweep (default memory)")
     p.add_argument("--points", type=int, default=10, help="budgets in the sweep besides the uniform plans' costs")
-    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
+    p.add_argument("--formats", help="candidate formats, comma-separated (default: the --hardware target's "
+                   f"default_formats, else {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--estimator", default="hessian", help="sensitivity estimator, computed once (default: hessian)")
     p.add_argument("--search", default="ilp", help="searcher at each point: ilp (default), refine, optuna")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
@@ -29,6 +30,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guard", action="store_true",
                    help="at each point keep a fitting uniform plan if it measures better")
     p.add_argument("--seed", type=int, default=0)
+    add_scope_args(p)
     p.add_argument("-o", "--output", default="pareto", help="writes OUTPUT.csv and OUTPUT.png (default: pareto)")
 
 
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     front = pareto(inp.model, inp.data, metric=args.metric, points=args.points, formats=args.formats,
                    estimator=args.estimator, search=args.search, hardware=args.hardware, objective=args.objective,
                    search_settings=dict(args.search_option), estimator_settings=dict(args.estimator_option),
-                   test=None if args.data else inp.test, guard_uniform=args.guard, seed=args.seed)
+                   test=None if args.data else inp.test, guard_uniform=args.guard, seed=args.seed,
+                   **scope_kwargs(args))
     print(front.table().to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     print()
     print(front.dominance().to_string(index=False, float_format=lambda v: f"{v:.5g}"))

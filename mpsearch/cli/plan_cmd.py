@@ -9,7 +9,7 @@ from ..formats import DEFAULT_FORMATS
 from ..planner import PlanConfig, Planner
 from ..report import comparison_table, site_table, totals_line
 from ..search.settings import key_value
-from ._common import Inputs, add_data_args, add_model_args, info
+from ._common import Inputs, add_data_args, add_model_args, add_scope_args, info, scope_kwargs
 from ._registry import command
 
 
@@ -18,7 +18,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--budget", action="append", metavar="B",
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
-    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
+    p.add_argument("--formats", help="candidate formats, comma-separated (default: the --hardware target's "
+                   f"default_formats, else {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--estimator", help="sensitivity estimator (default: hessian; kfac for a checkpoint "
                    "directory; measured with --data zeroq)")
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
@@ -39,6 +40,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="skip measuring the plan against uniform plans that fit the budget")
     p.add_argument("--keep-16bit", action="store_true",  # llm
                    help="keep a language model's embeddings and LM head at 16 bits")
+    add_scope_args(p)
+    p.add_argument("--rounding", default="rtn", choices=["rtn", "gptq"],
+                   help="how weights are rounded when scoring and applying the plan: rtn (round to nearest, "
+                        "default) or gptq (Hessian error feedback on the calibration inputs)")
     p.add_argument("-o", "--output", default="plan.json", help="where to write the plan (default: plan.json)")
 
 
@@ -52,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=dict(args.estimator_option),
                      search=args.search, search_settings=dict(args.search_option), hardware=args.hardware,
                      objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,
-                     cache=not args.no_cache, keep_16bit=args.keep_16bit)
+                     cache=not args.no_cache, keep_16bit=args.keep_16bit, **scope_kwargs(args),
+                     rounding=args.rounding)
     planner = Planner(inp.model, inp.data, cfg)
     plan = planner.plan(args.budget, max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)

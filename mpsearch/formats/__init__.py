@@ -20,6 +20,7 @@ from ._base import (
 )
 from ._elements import E2M1, E2M3, E3M2, E4M3, E5M2, INT8, IntElement, Minifloat
 
+# Without a hardware target (and for `sensitivity`); a target's spec names its own (`default_formats`).
 DEFAULT_FORMATS = ["int2", "int3", "int4", "int5", "int6", "int8", "bf16"]
 
 __all__ = [

@@ -1,11 +1,16 @@
 """Integer formats (symmetric or asymmetric; per tensor, channel or group) and the 16-bit 'keep' formats.
 
-Grammar: `int{b}[_asym][_pt|_pc|_g{G}][_mse|_octav|_p{P}]`, b = 2…8; no granularity suffix means
-per output channel; the last suffix picks the clip (see `_scaling`). Examples: `int4`, `int4_g128`,
-`int8_pt`, `int4_asym_g64`, `int4_g128_mse`, `int3_octav`.
+Grammar: `int{b}[_asym|_fr][_pt|_pc|_g{G}][_mse|_octav|_p{P}]`, b = 2…8; no granularity suffix
+means per output channel; the last suffix picks the clip (see `_scaling`). Examples: `int4`,
+`int4_g128`, `int8_pt`, `int4_asym_g64`, `int4_g128_mse`, `int3_octav`, `int4_fr_g128`.
 
 Symmetric b-bit uses the restricted range [-(2^(b-1)-1), 2^(b-1)-1] (zero exact, grid symmetric;
-INT2 is ternary), stored as b-bit two's complement. Asymmetric uses [0, 2^b-1] with an integer
+INT2 is ternary), stored as b-bit two's complement. Full-range symmetric (`_fr`) uses all 2^b codes
+[-2^(b-1), 2^(b-1)-1] the way NNCF's INT4_SYM and AutoRound do: the block's element of largest
+magnitude w* maps to code -2^(b-1) through a signed FP16 scale s = -w*/2^(b-1) (w* = min on ties of
+|min| and max, so s > 0), i.e. the grid's extra level lands on the side where the extreme is; the
+clip c (from the clip suffix) replaces |w*|. Same storage as symmetric (the sign rides in the FP16
+scale). Asymmetric uses [0, 2^b-1] with an integer
 zero-point z = round(-lo/s) stored in b bits. Rounding is round-half-to-even (torch.round). Weight
 scales are FP16 (16 bits each, counted); activation scales are FP32 and live in the plan.
 """
@@ -32,6 +37,7 @@ class IntFormat(Format):
     group: int = 0
     asym: bool = False
     clip: str = "absmax"
+    full_range: bool = False
     family = "int"
 
     @property
@@ -40,7 +46,11 @@ class IntFormat(Format):
 
     @property
     def name(self) -> str:
-        return f"int{self.bits}{'_asym' if self.asym else ''}{self.gran.suffix}{clip_name(self.clip)}"
+        return f"int{self.bits}{self._range_suffix}{self.gran.suffix}{clip_name(self.clip)}"
+
+    @property
+    def _range_suffix(self) -> str:
+        return "_asym" if self.asym else "_fr" if self.full_range else ""
 
     @property
     def element_bits(self) -> float:
@@ -52,6 +62,11 @@ class IntFormat(Format):
         return 2**self.bits - 1 if self.asym else 2 ** (self.bits - 1) - 1
 
     @property
+    def qmin(self) -> int:
+        """Smallest code: 0 (asymmetric), -qmax (restricted symmetric) or -2^(b-1) (full range)."""
+        return 0 if self.asym else -(2 ** (self.bits - 1)) if self.full_range else -self.qmax
+
+    @property
     def layout(self) -> str:
         zero = f" + int{self.bits} zero-point" if self.asym else ""
         return f"fp16 scale{zero} {self.gran.describe()}"
@@ -61,7 +76,7 @@ class IntFormat(Format):
         """Integer codes (as float) of `x` at scale `s` and zero-point `z`."""
         q = (x / s).round_()
         if z is None:
-            return q.clamp_(-self.qmax, self.qmax)
+            return q.clamp_(self.qmin, self.qmax)
         return q.add_(z).clamp_(0, self.qmax)
 
     @staticmethod
@@ -75,11 +90,13 @@ class IntFormat(Format):
             return (-lo / s).round_().clamp_(0, self.qmax).add_(0.0)  # +0.0, never -0.0
 
         if not self.asym:
+            sym_scale = self._signed_scale(blocks, scale)
+
             def sym_err(b, c):
-                s = scale(c, self.qmax)
+                s = sym_scale(c)
                 return (self._values(self._levels(b, s, None), s, None) - b).pow_(2).sum(-1, keepdim=True)
 
-            return scale(symmetric_clip(blocks, self.clip, self.bits, sym_err), self.qmax), None
+            return sym_scale(symmetric_clip(blocks, self.clip, self.bits, sym_err)), None
 
         def asym_err(b, lohi):
             s = scale(lohi[1] - lohi[0], self.qmax)
@@ -89,6 +106,15 @@ class IntFormat(Format):
         lo, hi = asymmetric_range(blocks, self.clip, asym_err)
         s = scale(hi - lo, self.qmax)
         return s, zero_point(lo, s)
+
+    def _signed_scale(self, blocks: torch.Tensor, scale):
+        """clip -> scale: c/qmax (restricted), or ±c/2^(b-1) with the sign that sends the block's
+        largest-magnitude element to code -2^(b-1) (full range)."""
+        if not self.full_range:
+            return lambda c: scale(c, self.qmax)
+        lo, hi = torch.aminmax(blocks, dim=-1, keepdim=True)
+        sign = torch.where(-lo >= hi, 1.0, -1.0)
+        return lambda c: scale(c, -self.qmin) * sign
 
     # -- weights ------------------------------------------------------------------------------------
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,10 +144,35 @@ class IntFormat(Format):
         n = self.gran.count(shape)
         return math.prod(shape) * self.bits + n * SCALE_BITS + (n * self.bits if self.asym else 0)
 
+    # -- a fixed grid, for error-feedback rounding (mpsearch.rounding: GPTQ) ------------------------
+    def grid_params(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scale, zero-point) from `rows` (R, n) as one block per row (per tensor: one block), each (R,)
+        or (1,): the parameters `encode` would give a block holding exactly those values."""
+        blocks = rows.float().reshape(1, 1, -1) if self.granularity == "pt" else rows.float().unsqueeze(1)
+        s, z = self._params(blocks, fp16_scale)
+        return s.reshape(-1), None if z is None else z.reshape(-1)
+
+    def grid_levels(self, col: torch.Tensor, grid) -> torch.Tensor:
+        """Codes (as float) of one column (R,) on a fixed grid."""
+        return self._levels(col, grid[0].to(col.dtype), None if grid[1] is None else grid[1].to(col.dtype))
+
+    def grid_values(self, q: torch.Tensor, grid) -> torch.Tensor:
+        return self._values(q.clone(), grid[0].to(q.dtype), None if grid[1] is None else grid[1].to(q.dtype))
+
+    def grid_encode(self, codes: torch.Tensor, grids: list) -> Encoded:
+        """The stored form of codes (R, K) on the grids of consecutive blocks along K (`grid_params`)."""
+        q = codes.to(torch.int64)
+        s = torch.stack([g[0] for g in grids], dim=-1).reshape(-1)  # (row, block) order, as `encode`
+        z = None if self.asym is False else torch.stack([g[1] for g in grids], dim=-1).reshape(-1).to(torch.int64)
+        return Encoded(q if self.asym else q & (2**self.bits - 1), self.bits, {"scale": s.to(torch.float16)}, z)
+
     # -- activations: per tensor, FP32 scale from calibration ---------------------------------------
     def check_activation(self) -> None:
+        if self.full_range:  # a signed per-tensor scale buys one level on one side of an activation: not worth a sign
+            raise FormatError(f"full-range (_fr) formats are for weights; after the colon write "
+                              f"int{self.bits}{clip_name(self.clip)} or int{self.bits}_asym{clip_name(self.clip)}")
         if self.granularity != "pc":
-            base = f"int{self.bits}{'_asym' if self.asym else ''}{clip_name(self.clip)}"
+            base = f"int{self.bits}{self._range_suffix}{clip_name(self.clip)}"
             raise FormatError(f"activation formats are per tensor; write {base} after the colon, "
                               f"not {self.name}")
 
@@ -143,20 +194,24 @@ def _fp32_scale(rng: torch.Tensor, qmax: float) -> torch.Tensor:
 @register_family
 class IntFamily(FormatFamily):
     name = "int"
-    pattern = re.compile(r"int([2-8])(_asym)?" + Granularity.PATTERN + CLIP_PATTERN)
+    pattern = re.compile(r"int([2-8])(_asym|_fr)?" + Granularity.PATTERN + CLIP_PATTERN)
 
     def build(self, m: re.Match[str]) -> Format:
-        if m.group(2) and m.group(5) == "octav":
+        asym = m.group(2) == "_asym"
+        if asym and m.group(5) == "octav":
             raise FormatError(f"OCTAV clipping is defined for symmetric formats; use {m.group(0)[:-6]}_mse")
         if (m.group(5) or '').startswith('p'):
             quantile_of(m.group(5))  # refuse an out-of-range percentile by name, not at first use
         gran = Granularity.parse(m.group(3), m.group(4))
-        return IntFormat(int(m.group(1)), gran.kind, gran.group, bool(m.group(2)), m.group(5) or "absmax")
+        return IntFormat(int(m.group(1)), gran.kind, gran.group, asym, m.group(5) or "absmax",
+                         full_range=m.group(2) == "_fr")
 
     def catalogue(self) -> list[str]:
         sym = [f"int{b}{s}" for b in range(2, 9) for s in ("", "_pt", "_g128")]
         return sym + ["int4_g32", "int4_g64", "int4_asym", "int4_asym_g64", "int4_asym_g128", "int8_asym",
-                      "int4_mse", "int4_g128_mse", "int4_octav"]
+                      "int4_mse", "int4_g128_mse", "int4_octav",
+                      *(f"int{b}_fr{g}" for b in (2, 3, 4, 5, 6, 8) for g in ("", "_g128")),
+                      "int4_fr_g32", "int4_fr_g64", "int4_fr_g128_mse", "int8_fr_g128_mse"]
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,15 @@ from ..activations import ActParams, calibrate_choices, plan_params
 from ..budget import Budget, Reference, parse_budgets, resolve
 from ..data import CalibrationData, as_data, check_fits
 from ..errors import UsageError
-from ..formats import DEFAULT_FORMATS, Choice, parse_choices
+from ..formats import Choice, parse_choices
+from ..memo import measure_key, remembered
 from ..model import Site, eval_mode, fingerprint, sites
 from ..objectives import Objective, better, default_objective, get_objective, measure
 from ..plan import Plan, describe, provenance
 from ..quantize import quantized
 from ..report import comparison_rows
+from ..rounding import Rounding, rounding_key
+from ..scope import Scope, keep_format, scope
 from ..search import SearchProblem, Solution, get_searcher
 from ..search._base import check_feasible
 from ..search.tolerance import Tolerance
@@ -61,6 +64,9 @@ class PlanConfig:
     ties: list | None = None
     cache: bool = True
     keep_16bit: bool = False  # a language model's embeddings and LM head stay 16-bit (mpsearch.hf)
+    exclude: object = None   # site patterns kept 16-bit (mpsearch.scope)
+    pin: object = None       # PATTERN=FORMAT rules (mpsearch.scope)
+    rounding: str = "rtn"    # rtn | gptq (mpsearch.rounding): how weights are rounded, scored and applied
 
     def solve_only(self, **changes) -> PlanConfig:
         """A copy with searcher-side fields changed (what `Planner.plan(..., search=...)` takes)."""
@@ -101,7 +107,10 @@ class Planner:
                 kept = set(hf.head_and_embedding_sites(model, [s.name for s in self.sites]))
                 self.sites = [s for s in self.sites if s.name not in kept]
             self.data = raw.with_reference(model) if self.objective.needs_reference else raw
-        self.candidates = parse_choices(self.config.formats, DEFAULT_FORMATS)  # before the target filters
+        # rounding helper: without formats, the target's default_formats (hardware_models.default_formats)
+        defaults, self.formats_from = hardware_models.default_formats(self.config.hardware)
+        self.formats_from = self.formats_from if self.config.formats is None else "given"
+        self.candidates = parse_choices(self.config.formats, defaults)  # before the target filters
         self._tables: dict = {} if _tables is None else _tables  # shared with variants
         self._given = sensitivity
 
@@ -123,19 +132,36 @@ class Planner:
         return hardware_models.get(self.config.hardware)
 
     @cached_property
+    def scope(self) -> Scope:
+        """Excluded and pinned sites (mpsearch.scope)."""
+        return scope([s.name for s in self.sites], self.config.exclude, self.config.pin, keep_format(self.candidates))
+
+    @cached_property
     def choices(self) -> list[Choice]:
-        """The candidates the target can run (warns naming the dropped ones)."""
-        return hardware_models.supported(self.hardware, self.candidates)
+        """The candidates the target can run (warns naming the dropped ones), plus pinned formats."""
+        return hardware_models.supported(self.hardware, self.scope.choices(self.candidates))
+
+    @cached_property
+    def uniform_choices(self) -> list[Choice]:
+        """The runnable candidates a uniform plan may use (pinned-only formats are not candidates)."""
+        return self.scope.check_supported(self.candidates, self.choices, getattr(self.hardware, "name", None))
+
+    @cached_property
+    def rounding(self) -> Rounding:
+        """How weights are rounded (mpsearch.rounding); GPTQ's statistics come from the 16-bit model."""
+        with eval_mode(self.model):
+            return Rounding(self.config.rounding, self.model, self.data)
 
     @cached_property
     def acts(self) -> ActParams:
         """Activation scales of every WEIGHT:ACT candidate, calibrated on the FP model as `apply` uses them."""
         with eval_mode(self.model):
-            return calibrate_choices(self.model, self.data, self.sites, self.candidates)
+            return calibrate_choices(self.model, self.data, self.sites, self.scope.choices(self.candidates))
 
     @cached_property
     def costs(self) -> pd.DataFrame:
-        return hardware_models.cost_table(self.sites, self.choices, self.hardware)
+        return self.scope.restrict(hardware_models.cost_table(self.sites, self.choices, self.hardware),
+                                   self.uniform_choices)
 
     @cached_property
     def reference(self) -> Reference:
@@ -152,12 +178,12 @@ class Planner:
                             **(self.config.estimator_settings if settings is None else settings))
         need = choices or self.choices
         key = (type(est).__qualname__, est.name, json.dumps(est.recorded_params(), sort_keys=True, default=str),
-               self.objective.name, self.config.seed)
+               self.objective.name, self.config.seed, self.config.rounding)
         names = {c.name for c in need}
         for have_names, table in self._tables.get(key, []):
             if names <= have_names:
                 return table
-        with eval_mode(self.model):
+        with eval_mode(self.model), self.rounding.active():
             table = sensitivity_cache.estimate(est, self.model, self.sites, need, self.data, self.objective,
                                                seed=self.config.seed, use_cache=self.config.cache)
         self._tables.setdefault(key, []).append((names, table))
@@ -178,7 +204,7 @@ class Planner:
         if not budgets:
             raise UsageError("give a budget, e.g. budget='4MB', '4.5bits' or '30%'")
         torch.manual_seed(cfg.seed)
-        with eval_mode(self.model):
+        with eval_mode(self.model), self.rounding.active():
             limits = resolve(budgets, self.reference)
             check_feasible(self.costs, limits, self.reference)  # fail before the (expensive) estimate
             sens = self.sensitivity()
@@ -197,7 +223,9 @@ class Planner:
                                             estimator_settings=sens.settings,
                                             formats=[c.name for c in self.choices],
                                             hardware=getattr(self.hardware, "name", None),
-                                            max_drop=None if max_drop is None else str(max_drop)))
+                                            max_drop=None if max_drop is None else str(max_drop),
+                                            **self.scope.rules, rounding=self.rounding.name,
+                                            formats_from=self.formats_from))
         return describe(result, self.model, self.sites, self.hardware, sens.frame, self.acts)
 
     def _search(self, problem: SearchProblem, cfg: PlanConfig,
@@ -219,7 +247,7 @@ class Planner:
         `data` (default: the calibration data)."""
         data = self.data if data is None else data
         metrics = metrics or self.metrics(data)
-        with quantized(self.model, assignments, self.acts if acts is None else acts):
+        with self.rounding.active(), quantized(self.model, assignments, self.acts if acts is None else acts):
             return measure(self.model, data, metrics)
 
     def metrics(self, data: CalibrationData | None = None) -> list[str]:
@@ -231,8 +259,8 @@ class Planner:
         """Measure the plan and every uniform plan; never return a plan that measures worse than a
         uniform plan that also fits the budget (and passes `admissible`, e.g. a --max-drop tolerance).
         Returns (assignments, measurements)."""
-        return guard(self.model, self.data, self.objective, problem, assignments, self.choices,
-                     self.reference, self.acts, admissible)
+        return guard(self.model, self.data, self.objective, problem, assignments, self.uniform_choices,
+                     self.reference, self.acts, admissible, fixed=self.scope)
 
     def compare_on(self, test: CalibrationData, plan: Plan, metrics: list[str] | None = None) -> dict[str, dict]:
         """The plan's comparison rows (FP, the plan, the uniform plans the report shows) on held-out
@@ -249,7 +277,7 @@ class Planner:
         uniform = [label.split()[1] for label, _ in comparison_rows(plan) if label.startswith("uniform")]
         acts = calibrate_choices(self.model, self.data, plan.assignments, uniform)
         for name in uniform:
-            out[f"uniform {name}"] = self.measure({s: name for s in plan.assignments}, test, metrics, acts)
+            out[f"uniform {name}"] = self.measure(self.scope.uniform(plan.assignments, name), test, metrics, acts)
         return out
 
     # --- the other workflows ------------------------------------------------------------------------
@@ -264,27 +292,36 @@ class Planner:
 
 def guard(model: nn.Module, data: CalibrationData, objective: Objective, problem: SearchProblem,
           assignments: dict[str, str], choices: list[Choice], ref: Reference,
-          acts: ActParams | None = None, admissible=None) -> tuple[dict[str, str], dict]:
-    """Measure the plan and every uniform plan; never return a plan that measures worse (under the
-    objective's direction) than a uniform plan that also fits the budget and passes `admissible`.
-    Returns (assignments, measurements)."""
+          acts: ActParams | None = None, admissible=None, fixed: Scope | None = None) -> tuple[dict[str, str], dict]:
+    """Measure the plan and every uniform plan that fits the budget; never return a plan that measures
+    worse (under the objective's direction) than such a uniform plan that passes `admissible`.
+    Uniform plans over the budget are costed, not measured; measurements are remembered across budgets
+    (`mpsearch.memo`); `fixed` sites keep their format in every uniform plan. Returns (assignments, measurements)."""
     metrics = [objective.name] + (["accuracy"] if data.labelled and objective.name != "accuracy" else [])
+    fixed = fixed or Scope()
+    keys = (fingerprint(model), data.digest())
 
-    def run(assign: dict[str, str]) -> dict[str, float]:
-        with quantized(model, assign, acts):
-            return measure(model, data, metrics)
+    def run(assign: dict[str, str] | None) -> dict[str, float]:
+        def go():
+            if assign is None:
+                return measure(model, data, metrics)
+            with quantized(model, assign, acts):
+                return measure(model, data, metrics)
+        return remembered(measure_key(*keys, metrics, assign or {"": "fp"}, acts, rounding_key()), go)
 
     site_names = problem.sites
     table = problem.table.set_index(["site", "format"])
-    result = {"objective": objective.name, "data": "calibration", "fp": measure(model, data, metrics),
+    result = {"objective": objective.name, "data": "calibration", "fp": run(None),
               "plan": run(assignments), "uniform": {}}
     best_name, best = None, result["plan"][objective.name]
     for c in choices:
-        uni = {s: c.name for s in site_names}
+        uni = fixed.uniform(site_names, c.name)
         fits = problem.fits(uni)
         rows = table.loc[list(uni.items())]
-        m = run(uni) | {"fits_budget": fits, "bytes": float(rows.bytes.sum()) + ref.fixed["bytes"],
-                        "avg_bits": float(rows.bits.sum()) / ref.weights}
+        m = {"fits_budget": fits, "bytes": float(rows.bytes.sum()) + ref.fixed["bytes"],
+             "avg_bits": float(rows.bits.sum()) / ref.weights}
+        if fits:  # only a uniform plan that fits can replace the searched one
+            m = run(uni) | m
         result["uniform"][c.name] = m
         if fits and better(objective, m[objective.name], best) and (admissible is None or admissible(uni)):
             best_name, best = c.name, m[objective.name]
@@ -293,5 +330,5 @@ def guard(model: nn.Module, data: CalibrationData, objective: Objective, problem
                            f"({best:.4g} vs {result['plan'][objective.name]:.4g}); returned uniform {best_name}")
         result["searched_plan"] = result["plan"]
         result["plan"] = result["uniform"][best_name]
-        return {s: best_name for s in site_names}, result
+        return fixed.uniform(site_names, best_name), result
     return assignments, result

@@ -143,8 +143,10 @@ def sweep(planner, metric: str = "memory", *, points: int = 10, budgets: list | 
     def model_level(total: float) -> float:  # sum over sites -> the budget's unit
         return total / ref.weights if metric == "bits" else total + ref.fixed.get(col, 0.0)
 
-    uniform = {c.name: {s.name: c.name for s in planner.sites} for c in planner.choices}
-    uni_cost = {n: model_level(float(costs[costs.format == n][col].sum())) for n in uniform}
+    # fixed (--exclude/--pin) sites keep their format in every uniform row (mpsearch.scope)
+    uniform = {c.name: planner.scope.uniform([s.name for s in planner.sites], c.name) for c in planner.uniform_choices}
+    by_pair = costs.set_index(["site", "format"])
+    uni_cost = {n: model_level(float(by_pair.loc[list(a.items())][col].sum())) for n, a in uniform.items()}
     values = [float(Budget.parse(b).value) if not isinstance(b, (int, float)) else float(b) for b in budgets] \
         if budgets else _sweep_budgets(metric, model_level(float(costs.groupby("site")[col].min().sum())),
                                        model_level(float(costs.groupby("site")[col].max().sum())), points,
@@ -162,7 +164,7 @@ def sweep(planner, metric: str = "memory", *, points: int = 10, budgets: list | 
 
     rows = _plan_points(planner, metric, values, measured, progress)
     for name, assign in uniform.items():
-        tot = costs[costs.format == name]
+        tot = by_pair.loc[list(assign.items())]
         rows.append({"kind": "uniform", "label": f"uniform {name}", "budget": math.nan, "cost": uni_cost[name],
                      "avg_bits": float(tot.bits.sum()) / ref.weights,
                      "bytes": float(tot.bytes.sum()) + ref.fixed["bytes"], **measured(assign), "assignments": assign})

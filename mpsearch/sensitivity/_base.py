@@ -15,6 +15,7 @@ from ..formats import Choice
 from ..model import Site
 from ..params import Plugin
 from ..registry import Registry
+from ..rounding import rounded
 
 
 @dataclass
@@ -123,8 +124,9 @@ def weight_perturbation(model: nn.Module, sites: list[Site], choices: list[Choic
     rows = []
     with torch.no_grad():
         for s in sites:
-            w = model.get_parameter(s.param).detach()
+            p = model.get_parameter(s.param)
+            w = p.detach()
             for c in choices:
-                d = (c.weight.quantize(w) - w).float()
+                d = (rounded(p, c.weight) - w).float()  # the active rounding: Ω for the weights that ship
                 rows.append({"site": s.name, "format": c.name, "dw2": float(d.pow(2).sum())})
     return pd.DataFrame(rows)

@@ -25,6 +25,7 @@ from ..data import CalibrationData
 from ..formats import Choice
 from ..io import atomic_write_text
 from ..model import Site, fingerprint
+from ..rounding import rounding_key
 from ._base import Estimator, SensitivityTable
 
 log = logging.getLogger("mpsearch")
@@ -74,6 +75,7 @@ def cache_key(
         "settings": est.recorded_params(),  # effective values, defaults included
         "choices": [c.name for c in choices],
         "sites": [s.name for s in sites],
+        "rounding": rounding_key(),  # GPTQ-rounded weights have other sensitivities than RTN's
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

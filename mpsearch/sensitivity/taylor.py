@@ -28,6 +28,7 @@ from ..data import CalibrationData, primary_output
 from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site, call_model, eval_mode
+from ..rounding import rounded
 from ._base import Estimator, SensitivityTable, register_estimator, table_from_samples
 from ._curvature import curvature_for
 from ._persample import SiteTap, Taps, Unsupported
@@ -50,7 +51,7 @@ def _quantized_output(tap: SiteTap, choice: Choice, weight_only: bool = False) -
     x = tap.inp
     if choice.act is not None and tap.kind != "embedding":
         x = choice.act.act_quantize(x, tap.act_params[choice.act.name])  # the static scale `apply` uses
-    w = m.weight.detach() if weight_only else choice.weight.quantize(m.weight.detach())
+    w = m.weight.detach() if weight_only else rounded(m.weight, choice.weight)
     tap.muted = True
     try:
         with torch.no_grad():
@@ -101,7 +102,7 @@ class _GradientEstimator(Estimator):
                     for t in taps.taps:
                         t.act_params = acts.get(t.site.name, {})
                     dw = [
-                        [c.weight.quantize(t.module.weight.detach()) - t.module.weight.detach() for c in choices]
+                        [rounded(t.module.weight, c.weight) - t.module.weight.detach() for c in choices]
                         for t in taps.taps
                     ]
                     for b in sub:

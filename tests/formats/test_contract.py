@@ -67,7 +67,7 @@ def test_packing_layouts():
 def _element_grid(fmt) -> torch.Tensor:
     """Unscaled element values, float64 (the grid before the block scale)."""
     if fmt.family == "int":
-        return torch.arange(-fmt.qmax, fmt.qmax + 1, dtype=torch.float64)
+        return torch.arange(fmt.qmin, fmt.qmax + 1, dtype=torch.float64)
     elem = fmt.elem if fmt.family in ("mx", "minifloat") else E2M1
     if elem.name == "int8":
         return torch.arange(-127, 128, dtype=torch.float64) / 64
@@ -110,7 +110,8 @@ def _nearest_on_grid(fmt, x: torch.Tensor) -> list[list[float]]:
     return out
 
 
-PROPERTY_FORMATS = ("int4 int3_pt int4_g16 int8 int4_asym_g16 int3_octav fp8_e4m3 fp8_e5m2_pt fp6_e3m2 "
+PROPERTY_FORMATS = ("int4 int3_pt int4_g16 int8 int4_asym_g16 int3_octav int4_fr int2_fr_g16 int3_fr_mse "
+                    "fp8_e4m3 fp8_e5m2_pt fp6_e3m2 "
                     "fp6_e2m3_g16 fp4_e2m1_g32 mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4 mxint8 "
                     "nvfp4").split()
 NOT_IDEMPOTENT = {"int4_asym_g16", "int3_octav"}  # re-deriving the range / clip from q can move the grid
