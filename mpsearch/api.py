@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from . import hardware_models
+from . import targets as deploy_targets  # deploy: --target profiles
 from .activations import ActParams, calibrate_choices, site_record
 from .apply import quantized
 from .budget import Budget, Reference, parse_budgets, resolve
@@ -125,7 +126,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
-         drop_metric: str | None = None, cache: bool = True) -> Plan:
+         drop_metric: str | None = None, cache: bool = True, target=None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -138,7 +139,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     `max_drop` (`1%` of FP, or absolute): instead, the cheapest plan within `budget` (default the
     16-bit size) whose measured `drop_metric` (default accuracy with labels) drops at most that much.
     Sensitivities are cached on disk by model, data and settings (`cache=False` recomputes them), so the
-    next plan with another budget reuses them.
+    next plan with another budget reuses them. `target` (`vllm`, `tensorrt-llm`, `llama.cpp`,
+    `onnxruntime`, or a profile .toml) restricts each site to what that runtime runs and ties fused sites.
     """
     max_drop = None if max_drop is None else Tolerance.parse(max_drop)  # a typo fails before any estimate
     budgets = parse_budgets(budget) or ([Budget("memory", 1.0, True)] if max_drop is not None else [])
@@ -151,17 +153,24 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
         return _plan(model, data, budgets, formats=formats, estimator=estimator, search=search, seed=seed,
                      hardware=hardware, objective=objective, guard_uniform=guard_uniform, ties=ties,
                      estimator_settings=estimator_settings, search_settings=search_settings,
-                     sensitivity=sensitivity, max_drop=max_drop, drop_metric=drop_metric, cache=cache)
+                     sensitivity=sensitivity, max_drop=max_drop, drop_metric=drop_metric, cache=cache,
+                     target=target)
 
 
 def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, objective, guard_uniform, ties,
-          estimator_settings, search_settings, sensitivity, max_drop, drop_metric, cache) -> Plan:
+          estimator_settings, search_settings, sensitivity, max_drop, drop_metric, cache, target=None) -> Plan:
     data, site_list, obj = _prepare(model, data, objective)
     choices = parse_choices(formats, DEFAULT_FORMATS)
     acts = calibrate_choices(model, data, site_list, choices)  # activation scales for WEIGHT:ACT choices
     hw = hardware_models.get(hardware)
     choices = hardware_models.supported(hw, choices)  # drops (and names) formats the target cannot run
-    costs = hardware_models.cost_table(site_list, choices, hw)
+    # -- deploy: the target's per-site candidates and fused-site ties, before the search (mpsearch.targets)
+    allowed, target_ties, notes = deploy_targets.restrict(target, site_list, choices)
+    for note in notes:
+        log.warning(note)
+    choices, ties = deploy_targets.candidates(choices, allowed), list(ties or []) + target_ties
+    costs = deploy_targets.keep_allowed(hardware_models.cost_table(site_list, choices, hw), allowed)
+    # -- end deploy
     ref: Reference = hardware_models.reference(model, site_list, hw)
     limits = resolve(budgets, ref)
     check_feasible(costs, limits, ref)  # fail before the (expensive) sensitivity estimate
@@ -185,7 +194,8 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
         sol = searcher.search(problem)
     assignments, measured = sol.assignments, {}
     if guard_uniform:
-        assignments, measured = guard(model, data, obj, problem, assignments, choices, ref, acts,
+        uniform = deploy_targets.candidates(choices, allowed, everywhere=True)  # deploy: admissible uniform plans
+        assignments, measured = guard(model, data, obj, problem, assignments, uniform, ref, acts,
                                       admissible=None if check is None else check.accepts)
     if sol.history is not None and len(sol.history) <= 100:  # what the search measured (bisection, refine)
         measured["search"] = sol.history.drop(columns="assignments", errors="ignore").to_dict("records")
@@ -194,6 +204,7 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
         provenance=provenance(sens.estimator, search, seed, objective=obj.name, solver_status=sol.status,
                               solve_seconds=round(sol.seconds, 4), estimator_settings=sens.settings,
                               formats=[c.name for c in choices], hardware=getattr(hw, "name", None),
-                              max_drop=None if max_drop is None else str(max_drop)),
+                              max_drop=None if max_drop is None else str(max_drop),
+                              target=getattr(deploy_targets.get_target(target), "name", None)),  # deploy
     )
     return describe(result, model, site_list, hw, sens.frame, acts)

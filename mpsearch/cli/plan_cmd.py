@@ -35,6 +35,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "most TOL: 1%% of the FP value, or an absolute 0.01")
     p.add_argument("--drop-metric", help="metric --max-drop watches (default: accuracy with labels)")
     p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
+    p.add_argument("--target", help="deployment runtime: vllm, tensorrt-llm, llama.cpp, onnxruntime (or a profile "
+                   ".toml); only formats it runs, fused sites tied")  # deploy
     p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-guard", action="store_true",
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                     objective=args.objective or inp.objective, guard_uniform=not args.no_guard,
                     search_settings=dict(args.search_option), estimator_settings=dict(args.estimator_option),
                     max_drop=args.max_drop, drop_metric=args.drop_metric,
-                    cache=not args.no_cache)
+                    cache=not args.no_cache, target=args.target)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
