@@ -63,8 +63,16 @@ def _sixteen(t: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def export(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> ExportReport:
-    """Write `model`'s weights packed per `plan` to a safetensors file (atomically)."""
+def export(model: nn.Module, plan: Plan | str | Path, path: str | Path, *, target: str | None = None,
+           example: torch.Tensor | None = None):
+    """Write `model`'s weights packed per `plan` to a safetensors file (atomically).
+
+    `target` (`onnxruntime`, `vllm`, `tensorrt-llm`, `llama.cpp`): instead write the artifact that runtime
+    loads (`mpsearch.exporters`; returns its `ExportResult`); `example` is one input batch (ONNX traces it)."""
+    if target is not None:
+        from .exporters import export as export_for
+
+        return export_for(model, plan, path, target, example=example)
     from safetensors.torch import save_file
 
     if not isinstance(plan, Plan):
