@@ -132,11 +132,19 @@ def _consumer(graph, name: str):
     return None
 
 
-def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, example: torch.Tensor,
+def _inputs(example) -> tuple[tuple, dict | None, list[str]]:
+    """(args, kwargs, input names) for tracing: a tensor is the one input, a dict the keyword inputs."""
+    if isinstance(example, dict):
+        return (), dict(example), list(example)
+    return (example,), None, ["input"]
+
+
+def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, example,
                 *, opset: int = OPSET) -> ExportResult:
     """Write `model` quantized per `plan` as an ONNX file ONNX Runtime runs (atomically).
 
-    `example`: one input batch (its first dimension is exported as dynamic)."""
+    `example`: one input batch, a tensor or a dict of keyword tensors (batch, and for a dict the
+    sequence, dimensions are exported as dynamic)."""
     onnx = need("onnx")
     need("ml_dtypes")
     from onnx import helper, numpy_helper
@@ -147,12 +155,14 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
     with atomic_file(path) as tmp:
         was = model.training
         model.eval()
+        args, kwargs, names = _inputs(example)
+        axes = {n: {0: "batch", 1: "seq"} if kwargs else {0: "batch"} for n in names} | {"output": {0: "batch"}}
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=_TRACE_OPSET,
-                                  do_constant_folding=False, input_names=["input"], output_names=["output"],
-                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+                torch.onnx.export(model, args, str(tmp), kwargs=kwargs, dynamo=False, opset_version=_TRACE_OPSET,
+                                  do_constant_folding=False, input_names=names, output_names=["output"],
+                                  dynamic_axes=axes)
         finally:
             model.train(was)
         m = onnx.load(str(tmp))
@@ -216,11 +226,12 @@ def _sort(g) -> None:
     g.node.extend(out)
 
 
-def run_onnx(path: str | Path, x: torch.Tensor, *, threads: int | None = None) -> np.ndarray:
-    """Run the exported model with ONNX Runtime on the CPU."""
+def run_onnx(path: str | Path, x, *, threads: int | None = None) -> np.ndarray:
+    """Run the exported model with ONNX Runtime on the CPU (`x`: a tensor, or a dict of keyword tensors)."""
     ort = need("onnxruntime")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    feed = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else {sess.get_inputs()[0].name: x.numpy()}
+    return sess.run(None, feed)[0]
