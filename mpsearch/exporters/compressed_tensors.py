@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..activations import plan_params
+from ..packed import _sixteen
 from ..plan import Plan
 from ._common import ExportResult, SiteWeight, atomic_dir, need, plan_weights, predicted_bytes, refuse_unsupported
 
@@ -78,11 +79,6 @@ def _qparams(w: SiteWeight) -> dict[str, torch.Tensor]:
         p = plan_params({w.site: w.record})[w.site][w.choice.act.name]
         out["input_scale"] = torch.tensor([p["scale"]], dtype=torch.float32)
     return out
-
-
-def _sixteen(t: torch.Tensor) -> torch.Tensor:
-    h = t.detach().to(torch.float16)
-    return t.detach().to(torch.bfloat16) if torch.isfinite(t).all() and not torch.isfinite(h).all() else h
 
 
 def export_compressed_tensors(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> ExportResult:

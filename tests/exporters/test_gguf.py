@@ -59,5 +59,5 @@ def test_gguf_round_trip_and_tensor_type_file(tmp_path):
         assert np.array_equal(got.astype(np.float32), want), site
     lines = (tmp_path / "m.tensor-types.txt").read_text().splitlines()
     assert len(lines) == len(plan.assignments)
-    want_line = f"^blk\\.0\\.attn_q\\.weight$={plan.assignments['model.layers.0.self_attn.q_proj'].replace('fp16', 'f16')}"
-    assert want_line in lines
+    q_type = plan.assignments["model.layers.0.self_attn.q_proj"].replace("fp16", "f16")
+    assert f"^blk\\.0\\.attn_q\\.weight$={q_type}" in lines
