@@ -40,7 +40,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
          drop_metric: str | None = None, cache: bool = True, keep_16bit: bool = False, exclude=None, pin=None,
-         rounding: str = "rtn") -> Plan:
+         rounding: str = "rtn", target=None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -61,12 +61,14 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     `exclude`: site-name patterns (fnmatch, or `re:REGEX`) kept 16-bit; `pin`: `PATTERN=FORMAT` rules
     (or a dict) giving those sites exactly FORMAT (`mpsearch.scope`); both still count in the totals.
     `rounding`: `rtn` (default) or `gptq` (`mpsearch.rounding`): how weights are rounded when scoring,
-    measuring and applying the plan (`apply`/`export` of a gptq plan take `data=`).
+    measuring and applying the plan (`apply`/`export` of a gptq plan take `data=`). `target` (`vllm`,
+    `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
+    runs and ties fused sites (`mpsearch.targets`).
     """
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),
                      search=search, search_settings=dict(search_settings or {}), hardware=hardware,
                      objective=objective, seed=seed, guard_uniform=guard_uniform, ties=ties, cache=cache,
-                     keep_16bit=keep_16bit, exclude=exclude, pin=pin, rounding=rounding)
+                     keep_16bit=keep_16bit, exclude=exclude, pin=pin, rounding=rounding, target=target)
     if max_drop is not None:
         Tolerance.parse(max_drop)  # a typo fails before the model is touched
     if not parse_budgets(budget) and max_drop is None:

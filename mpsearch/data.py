@@ -286,7 +286,7 @@ def check_fits(model: nn.Module, data: CalibrationData, min_samples: int | None 
             raise DataError(hint) from e
         shape = {k: tuple(v.shape) for k, v in b.x.items()} if isinstance(b.x, dict) else tuple(b.x.shape)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Guard failed" in msg:  # torch.export's shape guards: the program was exported for other shapes
+        if "Guard failed" in msg and "size()[0]" in msg:  # torch.export's guard on the batch dimension
             raise DataError(f"the .pt2 program does not accept inputs of shape {shape} ({msg}); re-export it with "
                             "dynamic_shapes (e.g. a Dim for the batch), or pass --batch-size to match it") from e
         raise DataError(f"data with input shape {shape} does not fit the model ({msg}); "

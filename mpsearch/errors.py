@@ -49,3 +49,7 @@ class PlanError(MpsearchError):
 
 class StudyError(MpsearchError):
     """A study file is invalid, or its stored trials do not match it."""
+
+
+class ExportError(MpsearchError):
+    """A plan cannot be written in a runtime's format (a format it cannot express, a missing package)."""

@@ -30,7 +30,7 @@ from .formats import Encoded, get_choice, get_format
 from .formats._packing import pack_bits, unpack_bits
 from .io import atomic_write
 from .plan import Plan
-from .quantize import _param
+from .quantize import _param, sixteen_bit
 from .rounding import encoded
 
 TAG = "mpsearch-packed"
@@ -57,16 +57,17 @@ def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def _sixteen(t: torch.Tensor) -> torch.Tensor:
-    h = t.detach().to(torch.float16)
-    if torch.isfinite(t).all() and not torch.isfinite(h).all():
-        return t.detach().to(torch.bfloat16)
-    return h
-
-
-def export(model: nn.Module, plan: Plan | str | Path, path: str | Path, *, data=None) -> ExportReport:
+def export(model: nn.Module, plan: Plan | str | Path, path: str | Path, *, data=None, target: str | None = None,
+           example: torch.Tensor | None = None):
     """Write `model`'s weights packed per `plan` to a safetensors file (atomically); `data`: the
-    calibration data, for a plan whose rounding needs it (GPTQ), as in `apply`."""
+    calibration data, for a plan whose rounding needs it (GPTQ), as in `apply`.
+
+    `target` (`onnxruntime`, `vllm`, `tensorrt-llm`, `llama.cpp`): instead write the artifact that runtime
+    loads (`mpsearch.exporters`; returns its `ExportResult`); `example` is one input batch (ONNX traces it)."""
+    if target is not None:
+        from .exporters import export as export_for
+
+        return export_for(model, plan, path, target, example=example)
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     _check(model, plan)
@@ -95,7 +96,7 @@ def _export(model: nn.Module, plan: Plan, path: str | Path) -> ExportReport:
         meta[pname] = {"site": site, "format": fmt.name, "shape": list(p.shape), "code_bits": enc.code_bits,
                        "codes": enc.codes.numel(), "zeros": sum(t.numel() for t in parts[1:]), **acts}
     site_bytes = _nbytes(tensors)
-    other = {n: _sixteen(p).cpu().contiguous() for n, p in model.named_parameters() if n not in site_params}
+    other = {n: sixteen_bit(p).cpu().contiguous() for n, p in model.named_parameters() if n not in site_params}
     buffers = {n: b.detach().cpu().clone().contiguous() for n, b in model.named_buffers()}
     tensors |= other | buffers
     metadata = {"format": TAG, "version": str(VERSION), "fingerprint": plan.fingerprint,

@@ -49,3 +49,11 @@ def quantized(model: nn.Module, assignments: dict[str, str], acts: ActParams | N
         with torch.no_grad():
             for s, w in saved.items():
                 _param(model, s).copy_(w)
+
+
+def sixteen_bit(t: torch.Tensor) -> torch.Tensor:
+    """A non-site parameter as stored at 16 bits: fp16, or bf16 where fp16 would overflow a finite value."""
+    h = t.detach().to(torch.float16)
+    if torch.isfinite(t).all() and not torch.isfinite(h).all():
+        return t.detach().to(torch.bfloat16)
+    return h

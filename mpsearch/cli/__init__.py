@@ -12,6 +12,7 @@ from ..errors import MpsearchError
 from . import (  # noqa: F401  (register the verbs)
     apply_cmd,
     autotune_cmd,
+    check_cmd,
     eval_cmd,
     examples_cmd,
     export_cmd,

@@ -34,6 +34,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "most TOL: 1%% of the FP value, or an absolute 0.01")
     p.add_argument("--drop-metric", help="metric --max-drop watches (default: accuracy with labels)")
     p.add_argument("--hardware", help="cost model for latency/energy budgets (see `mpsearch hardware list`)")
+    p.add_argument("--target", help="deployment runtime: vllm, tensorrt-llm, llama.cpp, onnxruntime (or a profile "
+                   ".toml); only formats it runs, fused sites tied")  # deploy
     p.add_argument("--objective", help="loss to protect (default: cross_entropy with labels, else kl)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-guard", action="store_true",
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                      search=args.search, search_settings=dict(args.search_option), hardware=args.hardware,
                      objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,
                      cache=not args.no_cache, keep_16bit=args.keep_16bit, **scope_kwargs(args),
-                     rounding=args.rounding)
+                     rounding=args.rounding, target=args.target)
     planner = Planner(inp.model, inp.data, cfg)
     plan = planner.plan(args.budget, max_drop=args.max_drop, drop_metric=args.drop_metric)
     plan.save(args.output)

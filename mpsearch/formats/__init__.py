@@ -1,11 +1,12 @@
 """Number formats: one name grammar, one registry (`get_format`, `get_choice`, `format_names`).
 
 Families (`Format.family`): `int` (int2..int8, per tensor/channel/group, asymmetric, clipped),
-`keep` (bf16, fp16), `minifloat` (FP8/FP6/FP4 with an FP16 scale), `mx` (OCP MX v1.0), `nvfp4`.
+`keep` (bf16, fp16), `minifloat` (FP8/FP6/FP4 with an FP16 scale), `mx` (OCP MX v1.0), `nvfp4`,
+`gguf` (llama.cpp block types q4_0 … q8_0).
 A choice is `WEIGHT` or `WEIGHT:ACT` (e.g. `int8:int8`, `fp8_e4m3:fp8_e4m3`).
 """
 
-from . import _float, _integer, _mx, _nvfp4  # noqa: F401  (register the families)
+from . import _float, _gguf, _integer, _mx, _nvfp4  # noqa: F401  (register the families)
 from ._base import (
     Choice,
     Encoded,

@@ -10,6 +10,7 @@ through it.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import hardware_models, hf
+from .. import hardware_models, hf, targets
 from ..activations import ActParams, calibrate_choices, plan_params
 from ..budget import Budget, Reference, parse_budgets, resolve
 from ..data import CalibrationData, as_data, check_fits
@@ -41,6 +42,7 @@ from .autotune import tune
 from .pareto import sweep
 from .tolerance import DropCheck, drop_check, within_tolerance
 
+log = logging.getLogger("mpsearch")
 SOLVE_FIELDS = ("search", "search_settings", "guard_uniform", "ties")  # change these: no re-estimate
 
 
@@ -67,6 +69,7 @@ class PlanConfig:
     exclude: object = None   # site patterns kept 16-bit (mpsearch.scope)
     pin: object = None       # PATTERN=FORMAT rules (mpsearch.scope)
     rounding: str = "rtn"    # rtn | gptq (mpsearch.rounding): how weights are rounded, scored and applied
+    target: object = None    # a runtime profile (mpsearch.targets): per-site candidates and fused-site ties
 
     def solve_only(self, **changes) -> PlanConfig:
         """A copy with searcher-side fields changed (what `Planner.plan(..., search=...)` takes)."""
@@ -137,14 +140,27 @@ class Planner:
         return scope([s.name for s in self.sites], self.config.exclude, self.config.pin, keep_format(self.candidates))
 
     @cached_property
+    def runtime(self) -> tuple[dict | None, list]:
+        """The runtime profile's per-site candidates and its fused-site ties (mpsearch.targets), decided
+        before the search so every plan is deployable by construction; (None, []) without a target."""
+        runnable = hardware_models.supported(self.hardware, self.scope.choices(self.candidates))
+        allowed, ties, notes = targets.restrict(self.config.target, self.sites, runnable)
+        for note in notes:
+            log.warning(note)
+        return allowed, ties
+
+    @cached_property
     def choices(self) -> list[Choice]:
-        """The candidates the target can run (warns naming the dropped ones), plus pinned formats."""
-        return hardware_models.supported(self.hardware, self.scope.choices(self.candidates))
+        """The candidates the hardware and runtime can run (warns naming the dropped ones), plus pinned formats."""
+        return targets.candidates(hardware_models.supported(self.hardware, self.scope.choices(self.candidates)),
+                                  self.runtime[0])
 
     @cached_property
     def uniform_choices(self) -> list[Choice]:
-        """The runnable candidates a uniform plan may use (pinned-only formats are not candidates)."""
-        return self.scope.check_supported(self.candidates, self.choices, getattr(self.hardware, "name", None))
+        """The runnable candidates a uniform plan may use (pinned-only formats are not candidates; with a
+        runtime profile, only formats every site may take)."""
+        ok = self.scope.check_supported(self.candidates, self.choices, getattr(self.hardware, "name", None))
+        return targets.candidates(ok, self.runtime[0], everywhere=True)
 
     @cached_property
     def rounding(self) -> Rounding:
@@ -160,8 +176,9 @@ class Planner:
 
     @cached_property
     def costs(self) -> pd.DataFrame:
-        return self.scope.restrict(hardware_models.cost_table(self.sites, self.choices, self.hardware),
-                                   self.uniform_choices)
+        table = self.scope.restrict(hardware_models.cost_table(self.sites, self.choices, self.hardware),
+                                    self.uniform_choices)
+        return targets.keep_allowed(table, self.runtime[0])
 
     @cached_property
     def reference(self) -> Reference:
@@ -192,7 +209,7 @@ class Planner:
     # --- solve many ---------------------------------------------------------------------------------
     def problem(self, limits: dict[str, float], sens: SensitivityTable, config: PlanConfig) -> SearchProblem:
         table = sens.frame.merge(self.costs, on=["site", "format"])
-        return SearchProblem(table, limits, list(config.ties or []), seed=config.seed,
+        return SearchProblem(table, limits, list(config.ties or []) + self.runtime[1], seed=config.seed,
                              evaluate=MeasuredLoss(self.model, self.data, self.objective, self.acts))
 
     def plan(self, budget, *, max_drop=None, drop_metric: str | None = None, **solve) -> Plan:
@@ -225,7 +242,8 @@ class Planner:
                                             hardware=getattr(self.hardware, "name", None),
                                             max_drop=None if max_drop is None else str(max_drop),
                                             **self.scope.rules, rounding=self.rounding.name,
-                                            formats_from=self.formats_from))
+                                            formats_from=self.formats_from,
+                                            target=getattr(targets.get_target(self.config.target), "name", None)))
         return describe(result, self.model, self.sites, self.hardware, sens.frame, self.acts)
 
     def _search(self, problem: SearchProblem, cfg: PlanConfig,

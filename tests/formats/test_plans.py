@@ -20,6 +20,8 @@ def documented_bits(name: str, shape: tuple[int, ...]) -> int:
         return 16 * n
     if w == "nvfp4":
         return 4 * n + 8 * r * math.ceil(k / 16) + 32
+    if w in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0"):  # GGUF: bytes per block of 32 (2-byte scale [+ min])
+        return 8 * {"q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24, "q8_0": 34}[w] * r * math.ceil(k / 32)
     if w.startswith("mx"):
         elem = 4 if w == "mxfp4" else int(w[4]) if w.startswith("mxfp") else 8
         return elem * n + 8 * r * math.ceil(k / 32)

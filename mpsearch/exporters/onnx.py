@@ -1,0 +1,237 @@
+"""ONNX Runtime: the model as ONNX with each site's weight stored in its plan format and decoded in-graph.
+
+The FP graph comes from `torch.onnx.export` (TorchScript path, constant folding off so every weight stays
+an initializer named after its parameter and BatchNorm is not folded into it). Each site's initializer
+is then replaced by
+- INT4/INT8 (symmetric or asymmetric; per tensor, channel or group): codes as an INT4/UINT4/INT8/UINT8
+  initializer of shape (rows, K), FP16 scales (+ zero-points), `Cast(scale → float)` and
+  `DequantizeLinear` (opset 21: per tensor, `axis=0` per channel, `axis=1, block_size=G` per group),
+  `Reshape` back to the weight's shape (a conv's K is in×kh×kw, as mpsearch groups it);
+- bf16 / fp16: a 16-bit initializer and a `Cast` to float;
+- an INT8 activation (`W:int8`, `W:int8_asym`, per tensor): `Clip` to the calibrated range (mpsearch's
+  symmetric grid is ±127, ONNX's int8 saturates at −128), `QuantizeLinear`, `DequantizeLinear` on the
+  op's input, the QDQ pattern ONNX Runtime fuses into integer kernels.
+The decoded weights equal `Format.quantize` bit for bit (FP16 scale × integer code is exact in float32),
+so the ONNX model computes what `mpsearch.apply(model, plan)` simulates up to float summation order.
+Formats ONNX Runtime's CPU kernels cannot run (INT2/3/5/6/7, FP8, MX, NVFP4) are refused, each named.
+Bytes: the site tensors (codes packed two per byte for 4-bit, scales, zero-points) equal the plan's
+prediction up to one padding half-byte per 4-bit tensor; other parameters stay float32 (the plan counts
+them as 16-bit) and the graph's protobuf adds a few KB — both reported as `other_bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..activations import plan_params
+from ..errors import ExportError
+from ..plan import Plan
+from ._common import ExportResult, SiteWeight, atomic_file, need, plan_weights, predicted_bytes, refuse_unsupported
+
+OPSET = 21
+_TRACE_OPSET = 20  # the TorchScript exporter's newest; its ops are unchanged at 21, so the model is bumped
+_FOLLOW = {"Transpose", "Reshape", "Identity", "Cast"}  # ops between a weight and the op that consumes it
+
+
+def why_not(w: SiteWeight) -> str | None:
+    """None if ONNX Runtime's CPU kernels run this site's choice, else why not."""
+    f, a = w.choice.weight, w.choice.act
+    if f.is_full_precision:
+        ok = True
+    elif f.family == "int":
+        ok = f.bits in (4, 8)
+    else:
+        return "ONNX Runtime's CPU kernels decode int4/int8 weights only (FP8/MX/NVFP4 need the TensorRT EP)"
+    if not ok:
+        return f"int{f.bits} has no ONNX integer type: use int4 or int8"
+    if a is not None and not (a.family == "int" and a.bits == 8):
+        return "activations must be int8 or int8_asym (per tensor)"
+    if a is not None and w.record.get("act_scale") is None:
+        return "the plan has no calibrated activation scale for it"
+    return None
+
+
+def _int_dtype(bits: int, asym: bool):
+    import ml_dtypes
+
+    return {(4, False): ml_dtypes.int4, (4, True): ml_dtypes.uint4, (8, False): np.int8, (8, True): np.uint8}[
+        (bits, asym)]
+
+
+def _weight_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int]:
+    """(initializers, nodes, site bytes) that compute the site's decoded weight under its parameter name."""
+    f, p = w.choice.weight, w.param
+    shape = list(w.weight.shape)
+    if f.is_full_precision:
+        import ml_dtypes
+
+        dt = ml_dtypes.bfloat16 if f.name == "bf16" else np.float16
+        vals = f.quantize(w.weight).numpy().astype(dt)
+        init = numpy_helper.from_array(vals, f"{p}.{f.name}")
+        return [init], [helper.make_node("Cast", [init.name], [p], to=1)], len(init.raw_data)
+    enc = f.encode(w.weight)
+    codes = enc.codes.to(torch.int64)
+    if not f.asym:  # stored as two's complement b-bit fields; ONNX wants the signed values
+        codes = torch.where(codes >= 2 ** (f.bits - 1), codes - 2**f.bits, codes)
+    rows, k = codes.shape
+    g = f.gran
+    lead = {"pt": [], "pc": [rows], "g": [rows, math.ceil(k / max(g.group, 1))]}[g.kind]
+    dt = _int_dtype(f.bits, f.asym)
+    q = numpy_helper.from_array(codes.numpy().astype(dt), f"{p}.codes")
+    s = numpy_helper.from_array(enc.scales["scale"].numpy().astype(np.float16).reshape(lead), f"{p}.scale")
+    inits = [q, s]
+    dq_in = [q.name, f"{p}.scale_f32"]
+    if f.asym:
+        z = numpy_helper.from_array(enc.zeros.numpy().astype(dt).reshape(lead), f"{p}.zero_point")
+        inits.append(z)
+        dq_in.append(z.name)
+    attrs = {"pt": {}, "pc": {"axis": 0}, "g": {"axis": 1, "block_size": g.group}}[g.kind]
+    shape_init = numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{p}.shape")
+    inits.append(shape_init)
+    nodes = [helper.make_node("Cast", [s.name], [f"{p}.scale_f32"], to=1),
+             helper.make_node("DequantizeLinear", dq_in, [f"{p}.rows"], **attrs),
+             helper.make_node("Reshape", [f"{p}.rows", shape_init.name], [p])]
+    nbytes = sum(len(t.raw_data) for t in inits if t is not shape_init)
+    return inits, nodes, nbytes
+
+
+def _act_nodes(w: SiteWeight, x: str, helper, numpy_helper) -> tuple[list, list, str]:
+    """Clip → QuantizeLinear → DequantizeLinear on activation `x`; returns the new input name."""
+    a = w.choice.act
+    params = plan_params({w.site: w.record})[w.site][a.name]
+    scale, zero = params["scale"], params.get("zero")
+    p = f"{w.param}.act"
+    if zero is None:
+        lo, hi, zp = -127 * scale, 127 * scale, np.array(0, dtype=np.int8)
+    else:  # asymmetric: codes 0..255 around zero-point z, ONNX uint8 saturates at the same ends
+        lo, hi, zp = (0 - zero) * scale, (255 - zero) * scale, np.array(int(zero), dtype=np.uint8)
+    inits = [numpy_helper.from_array(np.array(v, dtype=np.float32), f"{p}.{n}")
+             for n, v in (("lo", lo), ("hi", hi), ("scale", scale))]
+    inits.append(numpy_helper.from_array(zp, f"{p}.zero_point"))
+    nodes = [helper.make_node("Clip", [x, f"{p}.lo", f"{p}.hi"], [f"{p}.clipped"]),
+             helper.make_node("QuantizeLinear", [f"{p}.clipped", f"{p}.scale", f"{p}.zero_point"], [f"{p}.q"]),
+             helper.make_node("DequantizeLinear", [f"{p}.q", f"{p}.scale", f"{p}.zero_point"], [f"{p}.dq"])]
+    return inits, nodes, f"{p}.dq"
+
+
+def _consumer(graph, name: str):
+    """The compute node reached from tensor `name` through reshapes/transposes (None if not unique)."""
+    for _ in range(8):
+        users = [n for n in graph.node if name in n.input]
+        if len(users) != 1:
+            return None
+        if users[0].op_type not in _FOLLOW:
+            return users[0], name
+        name = users[0].output[0]
+    return None
+
+
+def _inputs(example) -> tuple[tuple, dict | None, list[str]]:
+    """(args, kwargs, input names) for tracing: a tensor is the one input, a dict the keyword inputs."""
+    if isinstance(example, dict):
+        return (), dict(example), list(example)
+    return (example,), None, ["input"]
+
+
+def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, example,
+                *, opset: int = OPSET) -> ExportResult:
+    """Write `model` quantized per `plan` as an ONNX file ONNX Runtime runs (atomically).
+
+    `example`: one input batch, a tensor or a dict of keyword tensors (batch, and for a dict the
+    sequence, dimensions are exported as dynamic)."""
+    onnx = need("onnx")
+    need("ml_dtypes")
+    from onnx import helper, numpy_helper
+
+    plan, items = plan_weights(model, plan)
+    refuse_unsupported("ONNX Runtime", items, why_not,
+                       "plan with --target onnxruntime (int4/int8 weights, int8 activations, bf16)")
+    with atomic_file(path) as tmp:
+        was = model.training
+        model.eval()
+        args, kwargs, names = _inputs(example)
+        axes = {n: {0: "batch", 1: "seq"} if kwargs else {0: "batch"} for n in names} | {"output": {0: "batch"}}
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(model, args, str(tmp), kwargs=kwargs, dynamo=False, opset_version=_TRACE_OPSET,
+                                  do_constant_folding=False, input_names=names, output_names=["output"],
+                                  dynamic_axes=axes)
+        finally:
+            model.train(was)
+        m = onnx.load(str(tmp))
+        g = m.graph
+        inits = {t.name: t for t in g.initializer}
+        missing = [w.param for w in items if w.param not in inits]
+        if missing:
+            raise ExportError(f"the ONNX graph has no initializer for {missing[:3]} (the exporter renamed or "
+                              "folded it); export a model whose weights are plain parameters")
+        site_bytes, new_inits, new_nodes = 0, [], []
+        for w in items:
+            g.initializer.remove(inits[w.param])
+            ti, tn, nb = _weight_nodes(w, helper, numpy_helper)
+            new_inits += ti
+            new_nodes += tn
+            site_bytes += nb
+        for w in items:
+            if w.choice.act is None:
+                continue
+            found = _consumer(g, w.param)
+            if found is None or found[0].op_type not in ("Conv", "Gemm", "MatMul"):
+                    raise ExportError(f"site {w.site}: no Conv/Gemm/MatMul consumes its weight in the ONNX graph, so "
+                                  "its int8 activation cannot be placed; plan it without :int8")
+            node, via = found
+            idx = 0 if list(node.input).index(via) != 0 else 1
+            ai, an, x = _act_nodes(w, node.input[idx], helper, numpy_helper)
+            new_inits += ai
+            new_nodes += an
+            node.input[idx] = x
+        g.initializer.extend(new_inits)
+        nodes = new_nodes + list(g.node)  # decoders first: a topological order ONNX checks
+        del g.node[:]
+        g.node.extend(nodes)
+        _sort(g)
+        del m.opset_import[:]
+        m.opset_import.extend([helper.make_opsetid("", opset)])
+        onnx.checker.check_model(m)
+        onnx.save(m, str(tmp))
+        total = Path(tmp).stat().st_size
+    return ExportResult(Path(path), site_bytes, predicted_bytes(plan), total - site_bytes,
+                        [f"other parameters stay float32 and the graph adds {total - site_bytes} bytes"])
+
+
+def _sort(g) -> None:
+    """Topologically order `g.node` (the activation QDQ nodes read tensors made later in the list)."""
+    have = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending, out = list(g.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in have for i in n.input):
+                out.append(n)
+                have.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            out += rest
+            break
+        pending = rest
+    del g.node[:]
+    g.node.extend(out)
+
+
+def run_onnx(path: str | Path, x, *, threads: int | None = None) -> np.ndarray:
+    """Run the exported model with ONNX Runtime on the CPU (`x`: a tensor, or a dict of keyword tensors)."""
+    ort = need("onnxruntime")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else {sess.get_inputs()[0].name: x.numpy()}
+    return sess.run(None, feed)[0]
