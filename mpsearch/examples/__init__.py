@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-EXAMPLES = {"digits-cnn": "mpsearch.examples.digits", "minilm-l6": "mpsearch.examples.minilm"}
+EXAMPLES = {"digits-cnn": "mpsearch.examples.digits", "digits-seq": "mpsearch.examples.digits_seq",
+            "minilm-l6": "mpsearch.examples.minilm"}
 
 
 def load_example(name: str):
