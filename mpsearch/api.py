@@ -20,6 +20,7 @@ from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
 from .search._base import check_feasible
+from .search.local import search_report
 from .search.tolerance import Tolerance, drop_check, within_tolerance
 from .sensitivity import SensitivityTable, get_estimator
 from .sensitivity import cache as sensitivity_cache
@@ -121,11 +122,12 @@ def guard(model: nn.Module, data: CalibrationData, objective: Objective, problem
 
 
 def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None, *, formats=None,
-         estimator: str = "hessian", search: str = "ilp", seed: int = 0, hardware=None,
+         estimator: str = "hessian", search: str = "local", seed: int = 0, hardware=None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
-         drop_metric: str | None = None, cache: bool = True) -> Plan:
+         drop_metric: str | None = None, cache: bool = True, max_evals: int | None = None,
+         time_limit: float | None = None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -139,7 +141,15 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     16-bit size) whose measured `drop_metric` (default accuracy with labels) drops at most that much.
     Sensitivities are cached on disk by model, data and settings (`cache=False` recomputes them), so the
     next plan with another budget reuses them.
+
+    The default search (`local`) solves the ILP on the proxy, measures its k best plans on `data`
+    and then runs a measured local search; `max_evals` (distinct plans measured) and `time_limit`
+    (seconds) bound it. The plan's `measured["search_summary"]` says what it measured.
     """
+    # issue 16: the measured search's budget, as searcher settings
+    search_settings = dict(search_settings or {}) | {k: v for k, v in
+                                                     (("max_evals", max_evals), ("time_limit", time_limit))
+                                                     if v is not None}
     max_drop = None if max_drop is None else Tolerance.parse(max_drop)  # a typo fails before any estimate
     budgets = parse_budgets(budget) or ([Budget("memory", 1.0, True)] if max_drop is not None else [])
     if not budgets:
@@ -189,6 +199,8 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
                                       admissible=None if check is None else check.accepts)
     if sol.history is not None and len(sol.history) <= 100:  # what the search measured (bisection, refine)
         measured["search"] = sol.history.drop(columns="assignments", errors="ignore").to_dict("records")
+    if sol.info:  # issue 16: the measured search's summary, and the returned plan's distance from its best
+        measured["search_summary"] = search_report(sol, measured, obj.name, obj.higher_is_better)
     result = Plan(
         assignments, fingerprint(model), budgets=[str(b) for b in budgets], measured=measured,
         provenance=provenance(sens.estimator, search, seed, objective=obj.name, solver_status=sol.status,

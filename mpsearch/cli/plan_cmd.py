@@ -26,7 +26,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="estimator setting, e.g. tol=0.1, max_probes=32, method=hutchinson; repeat for several")
     p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
-    p.add_argument("--search", default="ilp", help="searcher: ilp (default), refine, optuna")
+    p.add_argument("--search", default="local",
+                   help="searcher: local (default: ILP, then measured local search), ilp, refine, optuna")
+    p.add_argument("--max-evals", type=int, metavar="N", help="local search: measure at most N plans (default 100)")
+    p.add_argument("--time-limit", type=float, metavar="S", help="search time limit in seconds")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="searcher setting, e.g. aggregate=max, aggregate=lp:2, measurements=80, sampler=nsga2, "
                         "trials=200, solver=cbc, time_limit=10; repeat for several")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                     objective=args.objective or inp.objective, guard_uniform=not args.no_guard,
                     search_settings=dict(args.search_option), estimator_settings=dict(args.estimator_option),
                     max_drop=args.max_drop, drop_metric=args.drop_metric,
-                    cache=not args.no_cache)
+                    cache=not args.no_cache, max_evals=args.max_evals, time_limit=args.time_limit)
     plan.save(args.output)
     print(site_table(plan))
     print(totals_line(plan))
