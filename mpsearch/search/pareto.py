@@ -4,6 +4,9 @@ One sensitivity table serves every point (`plan(..., sensitivity=...)`), and eac
 the previous, cheaper point's plan (it fits every larger budget, so it is a valid warm start).
 Every uniform-precision plan is measured beside the sweep, and each sweep includes the budgets
 those uniform plans cost, so "does mixed precision beat uniform at equal cost?" has a direct answer.
+The sweep never goes backwards: a smaller budget's plan fits every larger one, so a larger budget
+whose plan measures worse on the calibration data gets that plan instead (`search.monotone`); the
+measured calibration loss is non-increasing in the budget by construction.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tqdm.auto import tqdm
 from ..budget import COLUMNS, Budget, format_metric
 from ..errors import InfeasibleBudget, UsageError
 from ..plan import atomic_write_text
+from .monotone import carry_forward
 
 UNITS = {"memory": ("bytes", "size (MB)", 1e-6), "bits": ("avg_bits", "average bits per weight", 1.0),
          "latency": ("latency", "latency (ms)", 1e3), "energy": ("energy", "energy (mJ)", 1e3),
@@ -141,7 +145,7 @@ def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[f
 
 
 def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
-           formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
+           formats=None, estimator: str = "hessian", search: str = "local", hardware=None, objective=None,
            sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
            test=None, guard_uniform: bool = False, seed: int = 0, progress: bool | None = None) -> ParetoFront:
     """Plan at `points` budgets of `metric` from the cheapest achievable to the 16-bit model (plus each
@@ -202,7 +206,7 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
     settings = dict(search_settings or {})
     for v in tqdm(values, desc=f"pareto ({metric})", unit="budget", leave=False,
                   disable=None if progress is None else not progress):
-        if search in ("ilp", "refine") and prev is not None:
+        if search in ("ilp", "refine", "local") and prev is not None:
             settings["warm_start"] = prev
         budget = Budget(metric, v * (1 + 1e-9))  # a hair over, so a uniform plan fits its own cost
         try:
@@ -222,6 +226,7 @@ def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, 
         rows.append({"kind": "uniform", "label": f"uniform {name}", "budget": math.nan, "cost": uni_cost[name],
                      "avg_bits": float(tot.bits.sum()) / ref.weights,
                      "bytes": float(tot.bytes.sum()) + ref.fixed["bytes"], **measured(assign), "assignments": assign})
+    rows = carry_forward(rows, f"cal_{obj.name}", obj.higher_is_better)  # issue 16: never backwards
     frame = pd.DataFrame(rows)
     frame = frame[frame.cost.notna()]
     # budgets between two plans' costs repeat the cheaper plan: keep each plan once, at its lowest budget
