@@ -20,7 +20,7 @@ from .objectives import Objective, default_objective, get_objective, measure
 from .plan import Plan, provenance
 from .search import SearchProblem, get_searcher
 from .search._base import check_feasible
-from .search.local import search_report
+from .search.local import for_bisection, polish, search_report
 from .search.tolerance import Tolerance, drop_check, within_tolerance
 from .sensitivity import SensitivityTable, get_estimator
 from .sensitivity import cache as sensitivity_cache
@@ -190,7 +190,8 @@ def _plan(model, data, budgets, *, formats, estimator, search, seed, hardware, o
     searcher = get_searcher(search, **(search_settings or {}))
     check = None if max_drop is None else drop_check(model, data, max_drop, drop_metric, acts)
     if check is not None:  # bisection to tolerance; the guard then works at the accepted cost
-        sol, problem = within_tolerance(problem, searcher, check)
+        sol, problem = within_tolerance(problem, for_bisection(searcher), check)
+        sol = polish(problem, searcher, sol, check.accepts)  # issue 16: one measured search at the end
     else:
         sol = searcher.search(problem)
     assignments, measured = sol.assignments, {}

@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import InfeasibleBudget, UsageError
-from ._base import Searcher, SearchProblem, Solution, register_searcher
+from ._base import Searcher, SearchProblem, Solution, get_searcher, register_searcher
 from .ilp import solve_ilp
 from .refine import measured_loss
 
@@ -256,6 +257,28 @@ def _fitted_problem(problem: SearchProblem, history: list[dict], ridge: float = 
     table["omega"] = [theta[(where[s], f)] / size[where[s]] + coef[0] / len(groups) if (where[s], f) in theta
                       else o for s, f, o in zip(table.site, table.format, table.omega)]
     return SearchProblem(table, problem.limits, problem.ties, seed=problem.seed), rmse
+
+
+def for_bisection(searcher: Searcher) -> Searcher:
+    """The searcher a --max-drop bisection runs at each budget it tries: the plain ILP for `local`
+    (every step is measured by the drop check anyway; a measured search per step would multiply the
+    cost by the number of steps), else the searcher itself. `polish` then runs `local` once."""
+    if not isinstance(searcher, LocalSearch):
+        return searcher
+    keep = {k: v for k, v in searcher.settings.items() if k in ("solver", "threads")}
+    return get_searcher("ilp", **keep, **({} if searcher.aggregate is None else {"aggregate": searcher.aggregate}))
+
+
+def polish(problem: SearchProblem, searcher: Searcher, sol: Solution, accepts) -> Solution:
+    """The local search at the bisection's accepted cost, warm-started from its plan; its plan is
+    kept only if it still passes the tolerance (`accepts`). The bisection's history is kept."""
+    if not isinstance(searcher, LocalSearch) or problem.evaluate is None:
+        return sol
+    better = LocalSearch(**(searcher.settings | {"warm_start": sol.assignments}),
+                         **({} if searcher.aggregate is None else {"aggregate": searcher.aggregate})).search(problem)
+    if better.assignments == sol.assignments or not accepts(better.assignments):
+        return replace(sol, info=better.info | {"kept": "bisection plan"})
+    return replace(better, history=sol.history, info=better.info | {"kept": "local search plan"})
 
 
 def search_report(sol: Solution, measured: dict, objective: str, higher_is_better: bool) -> dict:

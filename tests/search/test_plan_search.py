@@ -22,7 +22,7 @@ def loss_of(ex, assign) -> float:
                                              ("optuna", {"trials": 15, "storage": "memory"})])
 def test_measured_searches_through_plan(cnn, cnn_sens, search, settings):
     common = dict(budget="2.5bits", sensitivity=cnn_sens, guard_uniform=False)
-    ilp = mpsearch.plan(cnn.model, cnn.calibration, **common)
+    ilp = mpsearch.plan(cnn.model, cnn.calibration, search="ilp", **common)
     p = mpsearch.plan(cnn.model, cnn.calibration, search=search, search_settings=settings, **common)
     assert loss_of(cnn, p.assignments) <= loss_of(cnn, ilp.assignments) + 1e-9
     assert p.totals["avg_bits"] <= 2.5 + 1e-9
