@@ -19,8 +19,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=int, default=10, help="budgets in the sweep besides the uniform plans' costs")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="candidate formats, comma-separated")
     p.add_argument("--estimator", default="hessian", help="sensitivity estimator, computed once (default: hessian)")
-    p.add_argument("--search", default="local",
-                   help="searcher at each point: local (default: ILP + measured local search), ilp, refine, optuna")
+    p.add_argument("--search", default="ilp",
+                   help="searcher at each point: ilp (default), local (ILP + measured local search), refine, optuna")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="searcher setting, e.g. aggregate=max or measurements=40; repeat for several")
     p.add_argument("--hardware", help="cost model for latency/energy sweeps (see `mpsearch hardware list`)")

@@ -7,14 +7,18 @@ to be nearly equal, and wherever layers interact. This searcher spends measureme
    runners-up (`k_best` plans in all, in predicted order): the plans the proxy can barely tell
    apart. A `warm_start` plan (e.g. a smaller budget's plan in a sweep) is a seed too. Each seed
    is measured on the calibration data (never on held-out data).
-2. Local search over *measured* plans from the best seed (exllamav2-style). A move changes one
-   tie group to a format that costs no less, or exchanges precision between two groups (one
-   up, one down); every move keeps every budget. Moves are tried in the order of the proxy's
-   predicted change, smallest first (the ones the proxy is least sure are bad), and the first
-   measured improvement is accepted; the neighbourhood is then rebuilt around the new best.
-3. It stops when the best plan is a measured local optimum (every move of it measured, none
-   better), or when `max_evals` distinct plans were measured, or `time_limit` seconds passed on
-   `clock` (injectable, so tests never depend on wall-clock speed).
+2. Local search over *measured* plans from the best seed (exllamav2-style). A move raises one
+   tie group to its next costlier format, or exchanges precision between two groups (one a step
+   up, one a step down, in cost order); every move keeps every budget. Moves are tried in the
+   order of the proxy's predicted change, smallest first (the ones the proxy is least sure are
+   bad), and the first measured improvement is accepted; the neighbourhood is then rebuilt.
+3. At a measured local optimum, an additive model fitted to every measured plan (the proxy
+   rescaled, plus ridge-shrunk per-choice corrections) proposes its best unmeasured plan (the
+   ILP again, with every measured plan cut off); an improvement restarts the local search.
+4. It stops at a measured local optimum that the model cannot improve (`patience` failed
+   proposals in a row, or, once it has as many plans as coefficients, it predicts no unmeasured
+   plan within its residual of the best), or after `max_evals` distinct measured plans, or after
+   `time_limit` seconds on `clock` (injectable, so tests never depend on wall-clock speed).
 
 The answer is the best plan measured, so it never measures worse than the ILP's plan nor than
 the warm start. `Solution.info` says what was measured, why the search stopped, and how much
@@ -39,8 +43,6 @@ from .refine import measured_loss
 
 LOCAL_OPTIONS = ("max_evals", "time_limit", "k_best", "patience", "clock", "warm_start", "progress", "solver",
                  "threads")
-# beyond this many (group, format) options the exchange moves use only cost-adjacent formats
-_FULL_MOVES = 200
 
 
 def _better(v: float, best: float) -> bool:
@@ -58,24 +60,21 @@ class _Moves:
         self.rows: list[dict[str, np.ndarray]] = []
         for sites, fmts in self.groups:
             self.rows.append({f: sum(problem.row(s, f) for s in sites) for f in fmts})
-        n_opts = sum(len(f) for _, f in self.groups)
-        self.adjacent_only = n_opts > _FULL_MOVES
         self.additive = problem.aggregate.kind == "sum" and not problem._pair_terms
 
     def _key(self, fmt_row: np.ndarray) -> float:
         return float(fmt_row[1]) if len(fmt_row) > 1 else 0.0
 
     def _options(self, g: int, cur: str) -> tuple[list[str], list[str]]:
-        """(formats costing no less than `cur` but other than it, formats costing less), near ones first."""
+        """(the next costlier format and any of equal cost, the next cheaper format): moves one step
+        in cost order, so a neighbourhood grows linearly in the formats (the fitted model, not the
+        moves, makes the long jumps)."""
         rows = self.rows[g]
-        order = sorted(rows, key=lambda f: self._key(rows[f]))
-        i = order.index(cur)
         c = self._key(rows[cur])
-        up = [f for f in order[i + 1:] if f != cur] + [f for f in order[:i] if self._key(rows[f]) >= c]
-        down = [f for f in reversed(order[:i]) if self._key(rows[f]) < c]
-        if self.adjacent_only:
-            up, down = up[:1], down[:1]
-        return up, down
+        costlier = sorted((f for f in rows if self._key(rows[f]) > c), key=lambda f: self._key(rows[f]))
+        cheaper = sorted((f for f in rows if self._key(rows[f]) < c), key=lambda f: -self._key(rows[f]))
+        lateral = [f for f in rows if f != cur and self._key(rows[f]) == c]
+        return costlier[:1] + lateral, cheaper[:1]
 
     def neighbours(self, plan: dict[str, str]) -> list[tuple[float, dict[str, str]]]:
         """(proxy change, plan) for every move of `plan` that fits, smallest predicted change first."""

@@ -145,7 +145,7 @@ def _sweep_budgets(metric: str, lo: float, hi: float, points: int, extra: list[f
 
 
 def pareto(model: nn.Module, data, *, metric: str = "memory", points: int = 10, budgets: list | None = None,
-           formats=None, estimator: str = "hessian", search: str = "local", hardware=None, objective=None,
+           formats=None, estimator: str = "hessian", search: str = "ilp", hardware=None, objective=None,
            sensitivity=None, search_settings: dict | None = None, estimator_settings: dict | None = None,
            test=None, guard_uniform: bool = False, seed: int = 0, progress: bool | None = None) -> ParetoFront:
     """Plan at `points` budgets of `metric` from the cheapest achievable to the 16-bit model (plus each
