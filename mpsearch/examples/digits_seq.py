@@ -7,11 +7,10 @@ regenerates them deterministically on the same split as the digits CNN.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from .digits import HERE, SPLIT, Example, digits_arrays
+from .digits import HERE, Example, load_bundled
 
 WEIGHTS = HERE / "digits_seq.safetensors"
 
@@ -37,15 +36,4 @@ class DigitsSeq(nn.Module):
 
 
 def load() -> Example:
-    from safetensors.torch import load_file
-
-    x, y = digits_arrays()
-    split = np.load(SPLIT)
-    model = DigitsSeq()
-    model.load_state_dict(load_file(str(WEIGHTS)))
-    model.eval()
-
-    def part(idx):
-        return {"x": torch.from_numpy(x[idx]), "y": torch.from_numpy(y[idx])}
-
-    return Example(model, part(split["calibration"]), part(split["test"]), name="digits-seq")
+    return load_bundled(DigitsSeq(), WEIGHTS, "digits-seq")
