@@ -146,7 +146,9 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     and then runs a measured local search; `max_evals` (distinct plans measured) and `time_limit`
     (seconds) bound it. The plan's `measured["search_summary"]` says what it measured.
     """
-    # issue 16: the measured search's budget, as searcher settings
+    # issue 16: the measured search's budget, as searcher settings (checked before any estimate)
+    if max_evals is not None and max_evals < 1:
+        raise UsageError(f"max_evals must be at least 1 (the ILP's plan is always measured), got {max_evals}")
     search_settings = dict(search_settings or {}) | {k: v for k, v in
                                                      (("max_evals", max_evals), ("time_limit", time_limit))
                                                      if v is not None}
