@@ -40,7 +40,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
          drop_metric: str | None = None, cache: bool = True, keep_16bit: bool = False, exclude=None, pin=None,
-         rounding: str = "rtn", target=None) -> Plan:
+         rounding: str = "rtn", target=None, max_evals: int | None = None,
+         time_limit: float | None = None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
@@ -64,7 +65,16 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     measuring and applying the plan (`apply`/`export` of a gptq plan take `data=`). `target` (`vllm`,
     `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
     runs and ties fused sites (`mpsearch.targets`).
+
+    `search="local"` solves the ILP on the proxy, measures its k best plans on `data` and then runs a
+    measured local search; `max_evals` (distinct plans measured) and `time_limit` (seconds) bound it, and
+    the plan's `measured["search_summary"]` says what it measured.
     """
+    if max_evals is not None and max_evals < 1:
+        raise UsageError(f"max_evals must be at least 1 (the ILP's plan is always measured), got {max_evals}")
+    search_settings = dict(search_settings or {}) | {k: v for k, v in
+                                                     (("max_evals", max_evals), ("time_limit", time_limit))
+                                                     if v is not None}
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),
                      search=search, search_settings=dict(search_settings or {}), hardware=hardware,
                      objective=objective, seed=seed, guard_uniform=guard_uniform, ties=ties, cache=cache,

@@ -20,7 +20,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", help="candidate formats, comma-separated (default: the --hardware target's "
                    f"default_formats, else {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--estimator", default="hessian", help="sensitivity estimator, computed once (default: hessian)")
-    p.add_argument("--search", default="ilp", help="searcher at each point: ilp (default), refine, optuna")
+    p.add_argument("--search", default="ilp",
+                   help="searcher at each point: ilp (default), local (ILP + measured local search), refine, optuna")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="searcher setting, e.g. aggregate=max or measurements=40; repeat for several")
     p.add_argument("--hardware", help="cost model for latency/energy sweeps (see `mpsearch hardware list`)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UsageError
 from ..formats import DEFAULT_FORMATS
 from ..planner import PlanConfig, Planner
 from ..report import comparison_table, site_table, totals_line
@@ -25,7 +26,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="estimator setting, e.g. tol=0.1, max_probes=32, method=hutchinson; repeat for several")
     p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
-    p.add_argument("--search", default="ilp", help="searcher: ilp (default), refine, optuna")
+    p.add_argument("--search", default="local",
+                   help="searcher: local (default: ILP, then measured local search), ilp, refine, optuna")
+    p.add_argument("--max-evals", type=int, metavar="N", help="local search: measure at most N plans (default 100)")
+    p.add_argument("--time-limit", type=float, metavar="S", help="search time limit in seconds")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="searcher setting, e.g. aggregate=max, aggregate=lp:2, measurements=80, sampler=nsga2, "
                         "trials=200, solver=cbc, time_limit=10; repeat for several")
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(2)
     inp = Inputs(args)
     cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=dict(args.estimator_option),
-                     search=args.search, search_settings=dict(args.search_option), hardware=args.hardware,
+                     search=args.search, search_settings=search_settings(args), hardware=args.hardware,
                      objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,
                      cache=not args.no_cache, keep_16bit=args.keep_16bit, **scope_kwargs(args),
                      rounding=args.rounding, target=args.target)
@@ -80,3 +84,11 @@ def run(args: argparse.Namespace) -> int:
                  f"(FP {best['fp']:.4g}) on the calibration data; {len(plan.measured['search'])} budgets tried")
     info(f"wrote {args.output}")
     return 0
+
+
+def search_settings(args: argparse.Namespace) -> dict:
+    """--search-option plus --max-evals / --time-limit (the measured search's budget)."""
+    if args.max_evals is not None and args.max_evals < 1:
+        raise UsageError(f"--max-evals must be at least 1 (the ILP's plan is always measured), got {args.max_evals}")
+    extra = {"max_evals": args.max_evals, "time_limit": args.time_limit}
+    return dict(args.search_option) | {k: v for k, v in extra.items() if v is not None}

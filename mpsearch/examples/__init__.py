@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-EXAMPLES = {"digits-cnn": "mpsearch.examples.digits", "minilm-l6": "mpsearch.examples.minilm",
-            "tiny-decoder": "mpsearch.examples.tiny_decoder"}
+EXAMPLES = {"digits-cnn": "mpsearch.examples.digits", "digits-seq": "mpsearch.examples.digits_seq",
+            "minilm-l6": "mpsearch.examples.minilm", "tiny-decoder": "mpsearch.examples.tiny_decoder"}
 
 
 def load_example(name: str):

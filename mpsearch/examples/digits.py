@@ -57,15 +57,19 @@ class Example:
 
 
 def load() -> Example:
+    return load_bundled(DigitsCNN(), WEIGHTS, "digits-cnn")
+
+
+def load_bundled(model: nn.Module, weights: Path, name: str) -> Example:
+    """A bundled digits model with its shipped weights, on the shared calibration / test split."""
     from safetensors.torch import load_file
 
     x, y = digits_arrays()
     split = np.load(SPLIT)
-    model = DigitsCNN()
-    model.load_state_dict(load_file(str(WEIGHTS)))
+    model.load_state_dict(load_file(str(weights)))
     model.eval()
 
     def part(idx):
         return {"x": torch.from_numpy(x[idx]), "y": torch.from_numpy(y[idx])}
 
-    return Example(model, part(split["calibration"]), part(split["test"]))
+    return Example(model, part(split["calibration"]), part(split["test"]), name=name)

@@ -34,6 +34,7 @@ from ..rounding import Rounding, rounding_key
 from ..scope import Scope, keep_format, scope
 from ..search import SearchProblem, Solution, get_searcher
 from ..search._base import check_feasible
+from ..search.local import for_bisection, polish, search_report
 from ..search.tolerance import Tolerance
 from ..sensitivity import Estimator, SensitivityTable, get_estimator
 from ..sensitivity import cache as sensitivity_cache
@@ -234,6 +235,9 @@ class Planner:
                                                    admissible=None if check is None else check.accepts)
         if sol.history is not None and len(sol.history) <= 100:  # what the search measured (bisection, refine)
             measured["search"] = sol.history.drop(columns="assignments", errors="ignore").to_dict("records")
+        if cfg.search == "local":  # what the measured search saw, and the plan's distance from its best
+            measured["search_summary"] = search_report(sol, measured, self.objective.name,
+                                                       self.objective.higher_is_better)
         result = Plan(assignments, fingerprint(self.model), budgets=[str(b) for b in budgets], measured=measured,
                       provenance=provenance(sens.estimator, cfg.search, cfg.seed, objective=self.objective.name,
                                             solver_status=sol.status, solve_seconds=round(sol.seconds, 4),
@@ -250,7 +254,8 @@ class Planner:
                 check: DropCheck | None) -> tuple[Solution, SearchProblem]:
         searcher = get_searcher(cfg.search, **(cfg.search_settings or {}))
         if check is not None:  # bisection to tolerance; the guard then works at the accepted cost
-            return within_tolerance(problem, searcher, check)
+            sol, at = within_tolerance(problem, for_bisection(searcher), check)
+            return polish(at, searcher, sol, check.accepts), at  # `local`: one measured search at the end
         return searcher.search(problem), problem
 
     def bisect(self, max_drop, budget=None, drop_metric: str | None = None) -> Plan:

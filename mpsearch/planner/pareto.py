@@ -4,6 +4,9 @@ One `Planner` serves every point (one sensitivity table, one cost table), and ea
 the previous, cheaper point's plan (it fits every larger budget, so it is a valid warm start).
 Every uniform-precision plan is measured beside the sweep, and each sweep includes the budgets
 those uniform plans cost, so "does mixed precision beat uniform at equal cost?" has a direct answer.
+The sweep never goes backwards: a smaller budget's plan fits every larger one, so a larger budget
+whose plan measures worse on the calibration data gets that plan instead (`search.monotone`); the
+measured calibration loss is non-increasing in the budget by construction.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..errors import InfeasibleBudget, UsageError
 from ..io import atomic_write, atomic_write_text
 from ..objectives import as_loss, better
 from ..search.dominance import pareto_mask
+from ..search.monotone import carry_forward
 
 UNITS = {"memory": ("bytes", "size (MB)", 1e-6), "bits": ("avg_bits", "average bits per weight", 1.0),
          "latency": ("latency", "latency (ms)", 1e3), "energy": ("energy", "energy (mJ)", 1e3),
@@ -168,6 +172,7 @@ def sweep(planner, metric: str = "memory", *, points: int = 10, budgets: list | 
         rows.append({"kind": "uniform", "label": f"uniform {name}", "budget": math.nan, "cost": uni_cost[name],
                      "avg_bits": float(tot.bits.sum()) / ref.weights,
                      "bytes": float(tot.bytes.sum()) + ref.fixed["bytes"], **measured(assign), "assignments": assign})
+    rows = carry_forward(rows, f"cal_{planner.objective.name}", planner.objective.higher_is_better)  # never backwards
     frame = _front(pd.DataFrame(rows), planner.objective)
     cfg = planner.config
     return ParetoFront(frame, metric, planner.objective.name,
@@ -183,7 +188,7 @@ def _plan_points(planner, metric: str, values: list[float], measured, progress) 
     settings = dict(cfg.search_settings or {})
     for v in tqdm(values, desc=f"pareto ({metric})", unit="budget", leave=False,
                   disable=None if progress is None else not progress):
-        if cfg.search in ("ilp", "refine") and prev is not None:
+        if cfg.search in ("ilp", "refine", "local") and prev is not None:
             settings["warm_start"] = prev
         budget = Budget(metric, v * (1 + 1e-9))  # a hair over, so a uniform plan fits its own cost
         try:

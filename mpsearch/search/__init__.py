@@ -1,6 +1,6 @@
 """Searchers over per-site choices: `solve(table, budgets, ...)` and registered searchers by name."""
 
-from . import ilp, optuna_search, refine  # noqa: F401  (register 'ilp', 'optuna', 'refine')
+from . import ilp, local, optuna_search, refine  # noqa: F401  (register 'ilp', 'local', 'optuna', 'refine')
 from ._base import Aggregate, Searcher, SearchProblem, Solution, get_searcher, register_searcher, searcher_names
 from .ilp import solve
 

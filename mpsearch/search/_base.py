@@ -26,7 +26,8 @@ class Solution:
     """What a searcher found. `objective` is the predicted objective of `assignments` (the problem's
     aggregate of Ω plus pairwise terms); `bound` is a proven lower bound on it (= objective when
     optimal; NaN when the searcher proves nothing). `measured` is the evaluated loss of the returned
-    plan when the searcher measured it; `history` one row per candidate it measured or tried."""
+    plan when the searcher measured it; `history` one row per candidate it measured or tried; `info`
+    a searcher's summary of what it measured and why it stopped (empty when it has none)."""
 
     assignments: dict[str, str]
     status: str
@@ -37,6 +38,7 @@ class Solution:
     solver: str = ""
     measured: float | None = None
     history: pd.DataFrame | None = None
+    info: dict = field(default_factory=dict)
 
     @property
     def gap(self) -> float:

@@ -85,7 +85,7 @@ class _Matrix:
         return z
 
 
-def _build(problem: SearchProblem, near: float | None = None) -> _Matrix:
+def _build(problem: SearchProblem, near: float | None = None, exclude: list[dict[str, str]] = ()) -> _Matrix:
     agg = problem.aggregate
     groups = problem.groups
     limits = list(problem.limits.items())
@@ -112,6 +112,10 @@ def _build(problem: SearchProblem, near: float | None = None) -> _Matrix:
     integer = [True] * n_x
     for k, (_, lim) in enumerate(limits):
         rows.append((budget[k][0], budget[k][1], -np.inf, 1.0 if lim > 0 else lim))
+    for ex in exclude:  # no-good cut: at least one group leaves the excluded assignment (k-best solutions)
+        cols = [where[(sites[0], ex[sites[0]])] for sites, _ in groups if (sites[0], ex.get(sites[0])) in where]
+        if len(cols) == len(groups):
+            rows.append((cols, [1.0] * len(cols), -np.inf, len(cols) - 1.0))
 
     # pairwise products, merged per unordered column pair
     products: dict[tuple[int, int], float] = {}
@@ -325,22 +329,25 @@ def _pick(solver: str) -> str:
 
 
 def solve_ilp(problem: SearchProblem, *, solver: str = "auto", time_limit: float | None = None,
-              threads: int | None = None, warm_start: dict[str, str] | None = None) -> Solution:
+              threads: int | None = None, warm_start: dict[str, str] | None = None,
+              exclude: list[dict[str, str]] = ()) -> Solution:
     """Minimize the problem's objective exactly. `warm_start`: a complete assignment that fits (e.g.
-    the previous point of a budget sweep) handed to the solver as its first incumbent."""
+    the previous point of a budget sweep) handed to the solver as its first incumbent. `exclude`:
+    complete assignments the answer must differ from (no-good cuts: solving again with each answer
+    excluded gives the k best plans in order)."""
     problem.check_feasible()
     name = _pick(solver)
     t0 = time.perf_counter()
     start = warm_start if warm_start is not None and set(warm_start) >= set(problem.sites) \
-        and problem.fits(warm_start) else None
+        and problem.fits(warm_start) and warm_start not in list(exclude) else None
     work, near = problem, None
     for _ in range(4):
-        chosen, r, m = _solve_once(work, name, time_limit, threads, start)
+        chosen, r, m = _solve_once(work, name, time_limit, threads, start, exclude=exclude)
         if near is None and r.status == "optimal" and problem.fits(chosen):
             first = _solver_objective(m, r.z)  # scaled units: the worst case is ~1e4
             if 0 < first < 1e3:  # the optimum is under 10% of the worst case: re-solve scaled by it (`_build`)
                 near = first * m.scale
-                chosen, r, m = _solve_once(work, name, time_limit, threads, chosen, near=near)
+                chosen, r, m = _solve_once(work, name, time_limit, threads, chosen, near=near, exclude=exclude)
         over = {c: problem.totals(chosen)[c] / lim - 1 for c, lim in problem.limits.items() if lim > 0}
         if problem.fits(chosen):
             break
@@ -361,8 +368,8 @@ def _solver_objective(m: _Matrix, z: np.ndarray) -> float:
     return float(m.c @ z)
 
 
-def _solve_once(problem: SearchProblem, name: str, time_limit, threads, start, near: float | None = None):
-    m = _build(problem, near)
+def _solve_once(problem: SearchProblem, name: str, time_limit, threads, start, near: float | None = None, exclude=()):
+    m = _build(problem, near, exclude)
     groups = problem.groups
     r = (_solve_highs if name == "highs" else _solve_cbc)(m, time_limit, threads,
                                                           None if start is None else m.start(groups, start, problem))

@@ -41,7 +41,7 @@ def brute_force_3bits(cnn):
 def test_measured_searches_through_plan_find_the_brute_force_optimum(cnn, brute_force_3bits, search, settings):
     cal, formats, sens, best, n_feasible = brute_force_3bits
     common = dict(budget="3bits", formats=formats, sensitivity=sens, guard_uniform=False)
-    ilp = mpsearch.plan(cnn.model, cal, **common)
+    ilp = mpsearch.plan(cnn.model, cal, search="ilp", **common)
     assert loss_of(cnn, ilp.assignments, cal) > best * 1.05  # the proxy misleads the ILP here
     p = mpsearch.plan(cnn.model, cal, search=search, search_settings=settings, **common)
     assert settings.get("measurements", settings.get("trials")) < n_feasible / 3  # not by enumeration
