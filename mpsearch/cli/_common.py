@@ -29,13 +29,15 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="allow a Hugging Face checkpoint directory's own model code to run")
 
 
-def add_plan_args(p: argparse.ArgumentParser, output_help: str) -> None:
-    """MODEL (or --example) PLAN -o OUTPUT: the arguments of the verbs that realize a plan."""
+def add_plan_args(p: argparse.ArgumentParser, output_help: str, data: bool = True) -> None:
+    """MODEL (or --example) PLAN -o OUTPUT: the arguments of the verbs that realize a plan (`data=False`
+    when the verb adds the full data arguments itself)."""
     add_model_args(p, required=False)
     p.add_argument("plan", metavar="PLAN", help="plan JSON from `mpsearch plan`")
     p.add_argument("-o", "--output", required=True, help=output_help)
-    p.add_argument("--data", metavar="FILE", help="the calibration data the plan was made with (needed for "
-                   "--rounding gptq plans; --example uses its own)")
+    if data:
+        p.add_argument("--data", metavar="FILE", help="the calibration data the plan was made with (needed for "
+                       "--rounding gptq plans; --example uses its own)")
 
 
 def model_and_plan(args: argparse.Namespace):

@@ -11,7 +11,7 @@ from ._registry import command
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    add_plan_args(p, "the .safetensors file to write (with --target: the runtime's file or directory)")
+    add_plan_args(p, "the .safetensors file to write (with --target: the runtime's file or directory)", data=False)
     p.add_argument("--target", help="write for a runtime: onnxruntime (.onnx), vllm (HF directory, "
                    "compressed-tensors), tensorrt-llm (ModelOpt checkpoint directory), llama.cpp (.gguf + tensor-type "
                    "file)")

@@ -10,7 +10,7 @@ from mpsearch.cli import main
 def test_max_evals_bounds_the_default_search_and_is_reported(tmp_path, capsys):
     out = tmp_path / "plan.json"
     code = main(["plan", "--example", "digits-seq", "--budget", "3bits", "--formats", "int2,int4,int8",
-                 "--max-evals", "3", "--time-limit", "600", "-o", str(out)])
+                 "--search", "local", "--max-evals", "3", "--time-limit", "600", "-o", str(out)])
     assert code == 0
     plan = json.loads(out.read_text())
     summary = plan["measured"]["search_summary"]

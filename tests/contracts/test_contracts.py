@@ -42,7 +42,13 @@ PT2_CRASH = pytest.mark.xfail(strict=True, raises=AttributeError,
                               reason="gradient estimators crash on a .pt2 instead of a one-line refusal")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=PT2_CRASH) if n in ("fisher", "output", "taylor") else n
+# kfac streams a Hugging Face decoder's blocks: it refuses a CNN by design; tests/llm/test_streaming.py
+# checks it against whole-model statistics on tiny Llama and Mixtral models instead.
+DECODER_ONLY = pytest.mark.skip(reason="decoder-only estimator (tests/llm/test_streaming.py)")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=PT2_CRASH) if n in ("fisher", "output", "taylor")
+                                  else pytest.param(n, marks=DECODER_ONLY) if n == "kfac" else n
                                   for n in ESTIMATORS.primary_names()])
 def test_estimator_contract(name, module_case, pt2_case):
     cls = ESTIMATORS[name]

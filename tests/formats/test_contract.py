@@ -42,6 +42,8 @@ def test_zeros_half_precision_inputs_and_scale_invariance(name):
         row = x[:1].to(dt)
         q = fmt.quantize(row)
         assert q.dtype == dt
+        if fmt.family == "gguf":  # llama.cpp's block formats: gguf-py's own quantizer is the reference there
+            continue  # (tests/exporters/test_gguf.py compares bit for bit)
         # independent reference: a nearest point (saturating) of the grid the stored scales define, in dt
         for qi, near in zip(q[0].float().tolist(), _nearest_on_grid(fmt, row.float()), strict=True):
             assert qi in {float(torch.tensor(v).to(dt)) for v in near}, (dt, qi, near)

@@ -123,7 +123,7 @@ def test_default_plan_finds_the_measured_optimum_on_a_real_model():
     fmts = ["int2", "int3", "int4", "int8"]
     kw = dict(budget="2.5bits", formats=fmts, guard_uniform=False)
     ilp = mpsearch.plan(ex.model, ex.calibration, search="ilp", **kw)
-    plan = mpsearch.plan(ex.model, ex.calibration, max_evals=12, **kw)
+    plan = mpsearch.plan(ex.model, ex.calibration, search="local", max_evals=12, **kw)
     names = list(plan.assignments)
     loss = MeasuredLoss(ex.model, ex.calibration, "cross_entropy")
     from mpsearch import hardware_models

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpsearch.search.monotone import carry_forward
-from mpsearch.search.pareto import pareto
+from mpsearch import pareto
 
 
 def test_carry_forward_replaces_worse_plans_by_the_best_smaller_one():
