@@ -90,7 +90,8 @@ def _quiet_export_load(p: Path):
     except Exception as e:
         why = [r.exc_info[1] for r in seen if r.exc_info and r.exc_info[1] is not None]
         if why:  # torch's own message only says "check the warnings above"
-            raise ModelLoadError(_first_line(why[-1])) from e
+            raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive ({_first_line(why[-1])}); "
+                                 "create it with torch.export.save") from e
         raise
     finally:
         logger.removeFilter(keep)

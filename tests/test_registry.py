@@ -54,7 +54,7 @@ def test_every_named_plug_in_table_is_one_registry_type():
     }
     for kind, reg in tables.items():
         assert isinstance(reg, Registry) and reg.kind == kind
-    assert formats_base._FAMILIES.names() == ["int", "keep", "minifloat", "mx", "nvfp4"]  # the parse order
+    assert formats_base._FAMILIES.names() == ["int", "keep", "minifloat", "gguf", "mx", "nvfp4"]  # the parse order
     assert {"plan", "apply", "study"} <= set(cli_registry.COMMANDS)
     with pytest.raises(UsageError, match=r"unknown command 'plna' \(did you mean 'plan'\?\)"):
         cli_registry.COMMANDS.lookup("plna")

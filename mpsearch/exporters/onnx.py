@@ -144,7 +144,8 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
     """Write `model` quantized per `plan` as an ONNX file ONNX Runtime runs (atomically).
 
     `example`: one input batch, a tensor or a dict of keyword tensors (batch, and for a dict the
-    sequence, dimensions are exported as dynamic)."""
+    sequence, dimensions are exported as dynamic). Long because tracing, rewriting each site's
+    initializer into codes + DequantizeLinear, and the byte accounting share one graph walk."""
     onnx = need("onnx")
     need("ml_dtypes")
     from onnx import helper, numpy_helper

@@ -87,6 +87,7 @@ class GGUFFormat(Format):
 
 @register_family
 class GGUFFamily(FormatFamily):
+    name = "gguf"
     pattern = re.compile(r"(" + "|".join(TYPES) + r")")
 
     def build(self, m: re.Match[str]) -> Format:

@@ -109,7 +109,8 @@ def local_search(problem: SearchProblem, *, max_evals: int = 100, time_limit: fl
                  **ilp_settings) -> Solution:
     """ILP seeds (k best on the proxy), then measured local search; see the module docstring.
     `max_evals` counts distinct measured plans (cached ones are free); `history` has one row per
-    measured plan, in order."""
+    measured plan, in order. Long because the seed, move and fitted-model stages share one
+    evaluation budget, clock and history."""
     if max_evals < 1:
         raise UsageError("the local search needs at least one evaluation (of the ILP's plan); raise max_evals")
     if k_best < 1:
