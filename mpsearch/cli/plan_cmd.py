@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 def search_settings(args: argparse.Namespace) -> dict:
     """--search-option plus --max-evals / --time-limit (the measured search's budget)."""
     if args.max_evals is not None and args.max_evals < 1:
-        raise UsageError(f"max_evals (--max-evals) must be at least 1 (the ILP's plan is always measured), got {args.max_evals}")
+        raise UsageError(f"max_evals (--max-evals) must be at least 1 (the ILP's plan is always measured), "
+                         f"got {args.max_evals}")
     extra = {"max_evals": args.max_evals, "time_limit": args.time_limit}
     return dict(args.search_option) | {k: v for k, v in extra.items() if v is not None}

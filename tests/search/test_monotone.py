@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpsearch.search.monotone import carry_forward
 from mpsearch import pareto
+from mpsearch.search.monotone import carry_forward
 
 
 def test_carry_forward_replaces_worse_plans_by_the_best_smaller_one():
