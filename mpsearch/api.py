@@ -15,6 +15,7 @@ from .plan import (
     describe,  # noqa: F401  (re-exported)
 )
 from .planner import AutotuneResult, ParetoFront, PlanConfig, Planner, guard, split  # noqa: F401  (guard: re-exported)
+from .search.local import with_budget
 from .search.tolerance import Tolerance
 from .sensitivity import SensitivityTable
 
@@ -70,11 +71,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     measured local search; `max_evals` (distinct plans measured) and `time_limit` (seconds) bound it, and
     the plan's `measured["search_summary"]` says what it measured.
     """
-    if max_evals is not None and max_evals < 1:
-        raise UsageError(f"max_evals must be at least 1 (the ILP's plan is always measured), got {max_evals}")
-    search_settings = dict(search_settings or {}) | {k: v for k, v in
-                                                     (("max_evals", max_evals), ("time_limit", time_limit))
-                                                     if v is not None}
+    search_settings = with_budget(search_settings, max_evals, time_limit)
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),
                      search=search, search_settings=dict(search_settings or {}), hardware=hardware,
                      objective=objective, seed=seed, guard_uniform=guard_uniform, ties=ties, cache=cache,

@@ -146,11 +146,8 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
                                  f"({_first_line(e)})") from e
         return LoadedModel(model.eval(), "factory", str(p))
     if p.suffix == ".pt2":
-        if not zipfile.is_zipfile(p):
-            raise ModelLoadError(f"cannot read {str(p)!r} as a torch.export archive (not a zip archive: corrupt "
-                                 "or truncated); create it with torch.export.save")
         try:
-            ep = _load_program(p)
+            ep = _load_program(p)  # checks the archive first (`_check_zip`)
         except ModelLoadError:
             raise
         except Exception as e:  # noqa: BLE001

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UsageError
 from ..formats import DEFAULT_FORMATS
 from ..planner import PlanConfig, Planner
 from ..report import comparison_table, site_table, totals_line
+from ..search.local import with_budget
 from ..search.settings import key_value
 from ._common import Inputs, add_data_args, add_model_args, add_scope_args, info, scope_kwargs
 from ._registry import command
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(2)
     inp = Inputs(args)
     cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=dict(args.estimator_option),
-                     search=args.search, search_settings=search_settings(args), hardware=args.hardware,
+                     search=args.search, hardware=args.hardware,
+                     search_settings=with_budget(args.search_option, args.max_evals, args.time_limit),
                      objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,
                      cache=not args.no_cache, keep_16bit=args.keep_16bit, **scope_kwargs(args),
                      rounding=args.rounding, target=args.target)
@@ -84,12 +85,3 @@ def run(args: argparse.Namespace) -> int:
                  f"(FP {best['fp']:.4g}) on the calibration data; {len(plan.measured['search'])} budgets tried")
     info(f"wrote {args.output}")
     return 0
-
-
-def search_settings(args: argparse.Namespace) -> dict:
-    """--search-option plus --max-evals / --time-limit (the measured search's budget)."""
-    if args.max_evals is not None and args.max_evals < 1:
-        raise UsageError(f"max_evals (--max-evals) must be at least 1 (the ILP's plan is always measured), "
-                         f"got {args.max_evals}")
-    extra = {"max_evals": args.max_evals, "time_limit": args.time_limit}
-    return dict(args.search_option) | {k: v for k, v in extra.items() if v is not None}

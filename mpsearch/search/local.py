@@ -257,6 +257,16 @@ def _fitted_problem(problem: SearchProblem, history: list[dict], ridge: float = 
     return SearchProblem(table, problem.limits, problem.ties, seed=problem.seed), rmse
 
 
+def with_budget(settings: dict | None, max_evals: int | None, time_limit: float | None) -> dict:
+    """Searcher settings plus the measured search's budget (`max_evals`, `time_limit`), checked before
+    any estimate runs (the API's keywords and the CLI's --max-evals/--time-limit)."""
+    if max_evals is not None and max_evals < 1:
+        raise UsageError(f"max_evals (--max-evals) must be at least 1 (the ILP's plan is always measured), "
+                         f"got {max_evals}")
+    extra = {"max_evals": max_evals, "time_limit": time_limit}
+    return dict(settings or {}) | {k: v for k, v in extra.items() if v is not None}
+
+
 def for_bisection(searcher: Searcher) -> Searcher:
     """The searcher a --max-drop bisection runs at each budget it tries: the plain ILP for `local`
     (every step is measured by the drop check anyway; a measured search per step would multiply the
