@@ -93,6 +93,27 @@ class MXFormat(Format):
     def storage_bits(self, shape: tuple[int, ...]) -> int:
         return math.prod(shape) * self.elem.bits + BLOCKS.count(shape) * 8
 
+    # -- a fixed grid, for error-feedback rounding (mpsearch.rounding: GPTQ) ------------------------
+    granularity = "g"  # one shared exponent per BLOCK along K: GPTQ fixes it when its sweep reaches the block
+    group = BLOCK
+
+    def grid_params(self, rows: torch.Tensor) -> torch.Tensor:
+        """Shared exponent (R,) of `rows` (R, n) taken as one block per row: what `encode` would store."""
+        return self._shared_exp(rows.float().unsqueeze(1)).reshape(-1)
+
+    def grid_levels(self, col: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Element values of one column (R,) under fixed shared exponents."""
+        return self.elem.round(col.float() / _pow2(grid)).to(col.dtype)
+
+    def grid_values(self, q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return q * _pow2(grid).to(q.dtype)
+
+    def grid_encode(self, codes: torch.Tensor, grids: list) -> Encoded:
+        """The stored form of element values (R, K) on the exponents of consecutive blocks (`grid_params`)."""
+        e = torch.stack(grids, dim=-1).reshape(-1)  # (row, block) order, as `encode`
+        elems = self.elem.encode(torch.nan_to_num(codes.float(), nan=0.0))
+        return Encoded(elems, self.elem.bits, {"scale": (e + E8M0_BIAS).to(torch.uint8)})
+
 
 @register_family
 class MXFamily(FormatFamily):

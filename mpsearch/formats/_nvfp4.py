@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,6 +27,9 @@ TENSOR_SCALE_BITS = 32
 @dataclass(frozen=True)
 class NVFP4Format(Format):
     family = "nvfp4"
+    # Fixed by `grid_bind` for error-feedback rounding: the per-tensor scale comes from the whole 16-bit
+    # weight before the sweep, as `encode` takes it; None everywhere else.
+    tensor_scale: float | None = None
 
     @property
     def name(self) -> str:
@@ -73,6 +76,35 @@ class NVFP4Format(Format):
 
     def storage_bits(self, shape: tuple[int, ...]) -> int:
         return math.prod(shape) * 4 + BLOCKS.count(shape) * 8 + TENSOR_SCALE_BITS
+
+    # -- a fixed grid, for error-feedback rounding (mpsearch.rounding: GPTQ) ------------------------
+    granularity = "g"  # one E4M3 scale per BLOCK along K, fixed when GPTQ's sweep reaches the block
+    group = BLOCK
+
+    def grid_bind(self, rows: torch.Tensor) -> NVFP4Format:
+        """This format with the per-tensor scale of the weight `rows` (R, K) fixed."""
+        g, _ = self._scales(BLOCKS.blocks(rows.float()))
+        return replace(self, tensor_scale=float(g))
+
+    def _g(self) -> torch.Tensor:
+        if self.tensor_scale is None:
+            raise RuntimeError("nvfp4 grid used before grid_bind fixed its tensor scale")
+        return torch.tensor(self.tensor_scale, dtype=torch.float32)
+
+    def grid_params(self, rows: torch.Tensor) -> torch.Tensor:
+        """Block scale (R,) on the E4M3 grid of `rows` (R, n) taken as one block per row."""
+        return E4M3.round(div(absmax(rows.float().unsqueeze(1)), E2M1.max) / self._g()).reshape(-1)
+
+    def grid_levels(self, col: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return self._elements(col.float(), self._g(), grid).to(col.dtype)
+
+    def grid_values(self, q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return (q.float() * grid * self._g()).to(q.dtype)
+
+    def grid_encode(self, codes: torch.Tensor, grids: list) -> Encoded:
+        s = torch.stack(grids, dim=-1).reshape(-1)  # (row, block) order, as `encode`
+        scales = {"scale": E4M3.encode(s).to(torch.uint8), "tensor_scale": self._g().reshape(1)}
+        return Encoded(E2M1.encode(codes.float()), 4, scales)
 
 
 @register_family

@@ -44,6 +44,8 @@ def gptq_encode(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float = DAM
     hinv, dead = factor if factor is not None else inverse_hessian_factor(h, damp)
     hinv = hinv.to(dtype)
     w[:, dead] = 0
+    if hasattr(fmt, "grid_bind"):  # a per-tensor scale (NVFP4) is fixed from the 16-bit weight, as encode does
+        fmt = fmt.grid_bind(as_rows(weight.detach()))
     span = k if fmt.granularity in ("pc", "pt") else fmt.group  # columns sharing one grid
     grids = []
     codes = torch.zeros_like(w)
