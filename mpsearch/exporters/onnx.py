@@ -32,6 +32,7 @@ from torch import nn
 from ..activations import plan_params
 from ..errors import ExportError
 from ..plan import Plan
+from .onnx_nodes import MS_DOMAIN, folded_nodes, nbits_block, nbits_node
 from ._common import ExportResult, SiteWeight, atomic_file, need, plan_weights, predicted_bytes, refuse_unsupported
 
 OPSET = 21
@@ -94,11 +95,60 @@ def _weight_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int]
     attrs = {"pt": {}, "pc": {"axis": 0}, "g": {"axis": 1, "block_size": g.group}}[g.kind]
     shape_init = numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{p}.shape")
     inits.append(shape_init)
+    same = list(codes.shape) == shape  # a Linear's weight: no Reshape between DQ and Gemm, so ORT fuses QDQ
     nodes = [helper.make_node("Cast", [s.name], [f"{p}.scale_f32"], to=1),
-             helper.make_node("DequantizeLinear", dq_in, [f"{p}.rows"], **attrs),
-             helper.make_node("Reshape", [f"{p}.rows", shape_init.name], [p])]
+             helper.make_node("DequantizeLinear", dq_in, [p if same else f"{p}.rows"], **attrs)]
+    if same:
+        inits.remove(shape_init)
+    else:
+        nodes.append(helper.make_node("Reshape", [f"{p}.rows", shape_init.name], [p]))
     nbytes = sum(len(t.raw_data) for t in inits if t is not shape_init)
     return inits, nodes, nbytes
+
+
+def _site_nodes(g, w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int, str]:
+    """(initializers, nodes, site bytes, pattern) for one site's weight, by what ORT runs fastest (module doc)."""
+    f = w.choice.weight
+    if f.is_full_precision:
+        return (*_weight_nodes(w, helper, numpy_helper), "Cast")
+    found = _chain(g, w.param)
+    linear = found is not None and found[1].op_type in ("Gemm", "MatMul")
+    block = nbits_block(w)
+    if linear and block is not None:
+        via, node, _ = found
+        a, bias = node.input[0], (node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else "")
+        ti, tn, nb = nbits_node(w, block, a, bias, node.output[0], helper, numpy_helper)
+        for n in [*via, node]:
+            g.node.remove(n)
+        return ti, tn, nb, "MatMulNBits"
+    if w.choice.act is not None and linear:
+        return (*_weight_nodes(w, helper, numpy_helper), "DequantizeLinear")
+    return (*folded_nodes(w, helper, numpy_helper), "folded")
+
+
+def _chain(graph, name: str):
+    """(pass-through nodes, consumer, its input) from weight `name` to the MatMulNBits-replaceable op it feeds:
+    `Gemm(x, W, b, transB=1)` or `MatMul(x, Transpose(W))`; None if the weight feeds anything else."""
+    users = [n for n in graph.node if name in n.input]
+    if len(users) != 1:
+        return None
+    node = users[0]
+    attrs = {a.name: helper_value(a) for a in node.attribute}
+    if node.op_type == "Gemm" and list(node.input).index(name) == 1:
+        ok = attrs.get("transB") == 1 and not attrs.get("transA") and attrs.get("alpha", 1.0) == 1.0 \
+            and attrs.get("beta", 1.0) == 1.0
+        return ([], node, name) if ok else None
+    if node.op_type == "Transpose" and list(attrs.get("perm", [])) == [1, 0]:
+        nxt = [n for n in graph.node if node.output[0] in n.input]
+        if len(nxt) == 1 and nxt[0].op_type == "MatMul" and list(nxt[0].input).index(node.output[0]) == 1:
+            return [node], nxt[0], node.output[0]
+    return None
+
+
+def helper_value(attr):
+    from onnx import helper
+
+    return helper.get_attribute_value(attr)
 
 
 def _act_nodes(w: SiteWeight, x: str, helper, numpy_helper) -> tuple[list, list, str]:
@@ -173,10 +223,10 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
         if missing:
             raise ExportError(f"the ONNX graph has no initializer for {missing[:3]} (the exporter renamed or "
                               "folded it); export a model whose weights are plain parameters")
-        site_bytes, new_inits, new_nodes = 0, [], []
+        site_bytes, new_inits, new_nodes, kinds = 0, [], [], {}
         for w in items:
             g.initializer.remove(inits[w.param])
-            ti, tn, nb = _weight_nodes(w, helper, numpy_helper)
+            ti, tn, nb, kinds[w.site] = _site_nodes(g, w, helper, numpy_helper)
             new_inits += ti
             new_nodes += tn
             site_bytes += nb
@@ -199,12 +249,15 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
         g.node.extend(nodes)
         _sort(g)
         del m.opset_import[:]
-        m.opset_import.extend([helper.make_opsetid("", opset)])
+        m.opset_import.extend([helper.make_opsetid("", opset)]
+                              + ([helper.make_opsetid(MS_DOMAIN, 1)] if "MatMulNBits" in kinds.values() else []))
         onnx.checker.check_model(m)
         onnx.save(m, str(tmp))
         total = Path(tmp).stat().st_size
+    counts = {k: list(kinds.values()).count(k) for k in sorted(set(kinds.values()))}
     return ExportResult(Path(path), site_bytes, predicted_bytes(plan), total - site_bytes,
-                        [f"other parameters stay float32 and the graph adds {total - site_bytes} bytes"])
+                        [f"other parameters stay float32 and the graph adds {total - site_bytes} bytes",
+                         "site weights as " + ", ".join(f"{k} ×{v}" for k, v in counts.items())])
 
 
 def _sort(g) -> None:

@@ -1,0 +1,149 @@
+"""The ONNX node patterns a site's weight becomes, chosen by what ONNX Runtime's CPU kernels run fast.
+
+- `com.microsoft.MatMulNBits` (weight-only int4/int8 on a Linear): the packed codes stay packed and
+  MLAS's blockwise kernels read them directly. Layout (onnxruntime docs/ContribOperators.md,
+  MatMulNBits): B is uint8 (N, n_blocks, block_size·bits/8), element 2i of a block in the low nibble
+  for 4 bits; scales (N·n_blocks) in A's type; zero_points uint8 (N, ceil(n_blocks·bits/8)) packed the
+  same way, or absent for the default zero-point 2^(bits-1) (symmetric codes are stored offset by it).
+  `block_size` must be a power of two ≥ 16: a per-channel scale is repeated over the blocks of a row,
+  or the row padded to one block, whichever stores fewer bytes.
+- folded (`Cast(codes) [− zero] × scale`): ONNX Runtime's constant folding evaluates it once at session
+  start (it never folds `DequantizeLinear`, which it keeps for QDQ fusion), so a Conv keeps a constant
+  float weight and runs its NCHWc kernel; the file still holds the codes. Used where no integer kernel
+  exists: weight-only convolutions, embeddings, per-tensor scales, int8-activation convolutions (ORT
+  fuses QDQ convolutions only when their output is requantized, which the plan does not do).
+- `DequantizeLinear` weights (int8-activation Linear): the QDQ pattern ORT fuses into its integer GEMMs.
+Scales are stored as FP16 with a `Cast` to float (folded too), so the decoded values are those of
+`Format.encode`, exact in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ._common import SiteWeight
+
+MS_DOMAIN = "com.microsoft"
+
+
+def site_codes(w: SiteWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(codes (R, K) int64 — signed for symmetric formats —, FP16 scales (R, n_groups), zero-points or None)."""
+    f = w.choice.weight
+    enc = f.encode(w.weight)
+    codes = enc.codes.to(torch.int64).numpy()
+    if not f.asym:  # stored as two's complement b-bit fields
+        codes = np.where(codes >= 2 ** (f.bits - 1), codes - 2**f.bits, codes)
+    rows = codes.shape[0]
+    scales = enc.scales["scale"].numpy().astype(np.float16).reshape(rows if f.gran.kind != "pt" else 1, -1)
+    zeros = None if enc.zeros is None else enc.zeros.numpy().astype(np.int64).reshape(scales.shape)
+    return codes, scales, zeros
+
+
+def nbits_block(w: SiteWeight) -> int | None:
+    """MatMulNBits block size for a weight-only int4/int8 site (None: the format does not map onto it)."""
+    f = w.choice.weight
+    if w.choice.act is not None or f.family != "int" or f.bits not in (4, 8) or f.gran.kind == "pt":
+        return None
+    k = w.weight[0].numel()
+    if f.gran.kind == "g":
+        g = f.gran.group
+        return g if g >= 16 and g & (g - 1) == 0 else None
+    best = None
+    for b in (2**i for i in range(4, max(5, math.ceil(math.log2(k)) + 1))):
+        nb = math.ceil(k / b)
+        extra = (nb * b - k) * f.bits / 8 + (nb - 1) * (2 + (1 if f.asym else 0))
+        if best is None or extra < best[0]:
+            best = (extra, b)
+    return best[1]
+
+
+def _pack(vals: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned values (..., L) into bytes, little nibble first for 4 bits (L padded to even)."""
+    if bits == 8:
+        return vals.astype(np.uint8)
+    if vals.shape[-1] % 2:
+        vals = np.concatenate([vals, np.zeros(vals.shape[:-1] + (1,), vals.dtype)], -1)
+    return (vals[..., 0::2] | (vals[..., 1::2] << 4)).astype(np.uint8)
+
+
+def pack_nbits(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, block: int,
+               group: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(B, FP16 scales (N·n_blocks), packed zero-points or None) in MatMulNBits' layout.
+
+    `group`: the format's scale group along K (None: one scale per row, repeated over its blocks)."""
+    n, k = codes.shape
+    nb = math.ceil(k / block)
+    offset = 0 if zeros is not None else 2 ** (bits - 1)
+    padded = np.full((n, nb * block), offset if zeros is None else 0, dtype=np.int64)
+    padded[:, :k] = codes + offset
+    b = _pack(padded.reshape(n, nb, block), bits)
+    reps = 1 if group else nb
+    s = np.repeat(scales, reps, axis=1)[:, :nb]
+    z = None if zeros is None else _pack(np.repeat(zeros, reps, axis=1)[:, :nb], bits).reshape(-1)
+    return b, s.reshape(-1), z
+
+
+def folded_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list]:
+    """Initializers and nodes that compute the decoded weight as `Cast(codes) [- zero] * scale` under
+    the parameter's name (ORT folds them into a float initializer at session start)."""
+    from .onnx import _int_dtype
+
+    f, p, shape = w.choice.weight, w.param, list(w.weight.shape)
+    codes, scales, zeros = site_codes(w)
+    rows, k = codes.shape
+    ng = scales.shape[1]
+    g = math.ceil(k / ng) if f.gran.kind == "g" else k
+    dt = _int_dtype(f.bits, f.asym)
+    q = numpy_helper.from_array(codes.astype(dt), f"{p}.codes")
+    s = numpy_helper.from_array(scales.reshape(-1, ng, 1) if scales.shape[0] > 1 else scales.reshape(1, 1, 1),
+                                f"{p}.scale")
+    inits = [q, s]
+    nodes = [helper.make_node("Cast", [q.name], [f"{p}.codes_f32"], to=1),
+             helper.make_node("Cast", [s.name], [f"{p}.scale_f32"], to=1)]
+    x = f"{p}.codes_f32"
+    consts = {"grouped": np.array([rows, ng, g], np.int64), "flat": np.array([rows, ng * g], np.int64),
+              "shape": np.array(shape, np.int64)}
+    if ng * g != k:
+        consts |= {"pads": np.array([0, 0, 0, ng * g - k], np.int64), "k": np.array([k], np.int64),
+                   "zero0": np.array([0], np.int64), "axis1": np.array([1], np.int64)}
+    inits += [numpy_helper.from_array(v, f"{p}.{n}") for n, v in consts.items()]
+    if ng * g != k:
+        nodes.append(helper.make_node("Pad", [x, f"{p}.pads"], [f"{p}.padded"]))
+        x = f"{p}.padded"
+    nodes.append(helper.make_node("Reshape", [x, f"{p}.grouped"], [f"{p}.grouped_codes"]))
+    x = f"{p}.grouped_codes"
+    if zeros is not None:
+        z = numpy_helper.from_array(zeros.astype(dt).reshape(s.dims), f"{p}.zero_point")
+        inits.append(z)
+        nodes += [helper.make_node("Cast", [z.name], [f"{p}.zero_f32"], to=1),
+                  helper.make_node("Sub", [x, f"{p}.zero_f32"], [f"{p}.centred"])]
+        x = f"{p}.centred"
+    nodes += [helper.make_node("Mul", [x, f"{p}.scale_f32"], [f"{p}.scaled"]),
+              helper.make_node("Reshape", [f"{p}.scaled", f"{p}.flat"], [f"{p}.flat_w"])]
+    x = f"{p}.flat_w"
+    if ng * g != k:
+        nodes.append(helper.make_node("Slice", [x, f"{p}.zero0", f"{p}.k", f"{p}.axis1"], [f"{p}.sliced"]))
+        x = f"{p}.sliced"
+    nodes.append(helper.make_node("Reshape", [x, f"{p}.shape"], [p]))
+    site = [q, s] + ([inits[-1]] if zeros is not None else [])
+    return inits, nodes, sum(len(t.raw_data) for t in site)
+
+
+def nbits_node(w: SiteWeight, block: int, a: str, bias: str, out: str, helper, numpy_helper) -> tuple[list, list, int]:
+    """Initializers, nodes and site bytes of `out = a @ W.T (+ bias)` as one MatMulNBits."""
+    f, p = w.choice.weight, w.param
+    codes, scales, zeros = site_codes(w)
+    n, k = codes.shape
+    b, s, z = pack_nbits(codes, scales, zeros, f.bits, block, f.gran.group if f.gran.kind == "g" else None)
+    inits = [numpy_helper.from_array(b, f"{p}.nbits"), numpy_helper.from_array(s, f"{p}.scale")]
+    if z is not None:
+        inits.append(numpy_helper.from_array(z, f"{p}.zero_point"))
+    ins = [a, f"{p}.nbits", f"{p}.scale_f32", f"{p}.zero_point" if z is not None else "", "", bias]
+    while not ins[-1]:
+        ins.pop()
+    nodes = [helper.make_node("Cast", [f"{p}.scale"], [f"{p}.scale_f32"], to=1),
+             helper.make_node("MatMulNBits", ins, [out], domain=MS_DOMAIN, K=k, N=n, bits=f.bits, block_size=block)]
+    return inits, nodes, sum(len(t.raw_data) for t in inits)
