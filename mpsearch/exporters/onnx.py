@@ -32,12 +32,13 @@ from torch import nn
 from ..activations import plan_params
 from ..errors import ExportError
 from ..plan import Plan
-from .onnx_nodes import MS_DOMAIN, folded_nodes, nbits_block, nbits_node
+from .onnx_nodes import MS_DOMAIN, conv_dq_nodes, conv_qdq_ok, fold_batchnorm, folded_nodes, nbits_block, nbits_node
 from ._common import ExportResult, SiteWeight, atomic_file, need, plan_weights, predicted_bytes, refuse_unsupported
 
 OPSET = 21
 _TRACE_OPSET = 20  # the TorchScript exporter's newest; its ops are unchanged at 21, so the model is bumped
 _FOLLOW = {"Transpose", "Reshape", "Identity", "Cast"}  # ops between a weight and the op that consumes it
+_HOIST = {"MaxPool", "Flatten", "Reshape"}  # ops an activation grid passes through unchanged
 
 
 def why_not(w: SiteWeight) -> str | None:
@@ -106,6 +107,62 @@ def _weight_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int]
     return inits, nodes, nbytes
 
 
+def _place_weights(g, items: list[SiteWeight], factors: dict, helper, numpy_helper) -> tuple[list, list, int, dict]:
+    """Replace each site's initializer by its stored form: (initializers, nodes, site bytes, pattern per site)."""
+    inits = {t.name: t for t in g.initializer}
+    site_bytes, new_inits, new_nodes, kinds = 0, [], [], {}
+    for w in items:
+        g.initializer.remove(inits[w.param])
+        if w.param in factors:
+            ti, tn, nb, kinds[w.site] = (*conv_dq_nodes(w, factors[w.param], helper, numpy_helper), "QDQ Conv")
+        else:
+            ti, tn, nb, kinds[w.site] = _site_nodes(g, w, helper, numpy_helper)
+        new_inits += ti
+        new_nodes += tn
+        site_bytes += nb
+    return new_inits, new_nodes, site_bytes, kinds
+
+
+def _place_acts(g, items: list[SiteWeight], helper, numpy_helper) -> tuple[list, list]:
+    """QDQ on the input of each int8-activation site; a second, identical QDQ above the MaxPool / Flatten /
+    Reshape between it and its producer (exact: those commute with a monotone grid), so ORT sees
+    `op → Q` after the producing Conv/Gemm and `DQ → op` before the consumer and fuses both."""
+    new_inits, new_nodes = [], []
+    for w in items:
+        if w.choice.act is None:
+            continue
+        found = _consumer(g, w.param)
+        if found is None or found[0].op_type not in ("Conv", "Gemm", "MatMul"):
+            raise ExportError(f"site {w.site}: no Conv/Gemm/MatMul consumes its weight in the ONNX graph, so "
+                              "its int8 activation cannot be placed; plan it without :int8")
+        node, via = found
+        idx = 0 if list(node.input).index(via) != 0 else 1
+        ai, an, x = _act_nodes(w, node.input[idx], helper, numpy_helper)
+        new_inits += ai
+        new_nodes += an
+        # symmetric grids: ORT cannot drop the ReLU before a zero-point-0 int8 Q, so there is nothing to fuse
+        top = _passthrough_top(g, node.input[idx]) if getattr(w.choice.act, "asym", False) else None
+        node.input[idx] = x
+        if top is not None:
+            ai, an, x = _act_nodes(w, top.input[0], helper, numpy_helper, tag="act_pre")
+            new_inits += ai
+            new_nodes += an
+            top.input[0] = x
+    return new_inits, new_nodes
+
+
+def _passthrough_top(g, name: str):
+    """The first of the MaxPool/Flatten/Reshape nodes that produce `name` in a chain (None if none)."""
+    top = None
+    for _ in range(8):
+        prod = [n for n in g.node if name in n.output]
+        users = [n for n in g.node if name in n.input]
+        if len(prod) != 1 or prod[0].op_type not in _HOIST or len(users) != 1:
+            break
+        top, name = prod[0], prod[0].input[0]
+    return top
+
+
 def _site_nodes(g, w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int, str]:
     """(initializers, nodes, site bytes, pattern) for one site's weight, by what ORT runs fastest (module doc)."""
     f = w.choice.weight
@@ -121,7 +178,9 @@ def _site_nodes(g, w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int
         for n in [*via, node]:
             g.node.remove(n)
         return ti, tn, nb, "MatMulNBits"
-    if w.choice.act is not None and linear:
+    if w.choice.act is not None and conv_qdq_ok(w, fused=False):
+        return (*conv_dq_nodes(w, np.ones(w.weight.shape[0], np.float32), helper, numpy_helper), "DequantizeLinear")
+    if w.choice.act is not None:  # QDQ, which ORT fuses into integer GEMMs (a folded weight it would requantize)
         return (*_weight_nodes(w, helper, numpy_helper), "DequantizeLinear")
     return (*folded_nodes(w, helper, numpy_helper), "folded")
 
@@ -151,12 +210,12 @@ def helper_value(attr):
     return helper.get_attribute_value(attr)
 
 
-def _act_nodes(w: SiteWeight, x: str, helper, numpy_helper) -> tuple[list, list, str]:
+def _act_nodes(w: SiteWeight, x: str, helper, numpy_helper, tag: str = "act") -> tuple[list, list, str]:
     """Clip → QuantizeLinear → DequantizeLinear on activation `x`; returns the new input name."""
     a = w.choice.act
     params = plan_params({w.site: w.record})[w.site][a.name]
     scale, zero = params["scale"], params.get("zero")
-    p = f"{w.param}.act"
+    p = f"{w.param}.{tag}"
     if zero is None:
         lo, hi, zp = -127 * scale, 127 * scale, np.array(0, dtype=np.int8)
     else:  # asymmetric: codes 0..255 around zero-point z, ONNX uint8 saturates at the same ends
@@ -223,26 +282,11 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
         if missing:
             raise ExportError(f"the ONNX graph has no initializer for {missing[:3]} (the exporter renamed or "
                               "folded it); export a model whose weights are plain parameters")
-        site_bytes, new_inits, new_nodes, kinds = 0, [], [], {}
-        for w in items:
-            g.initializer.remove(inits[w.param])
-            ti, tn, nb, kinds[w.site] = _site_nodes(g, w, helper, numpy_helper)
-            new_inits += ti
-            new_nodes += tn
-            site_bytes += nb
-        for w in items:
-            if w.choice.act is None:
-                continue
-            found = _consumer(g, w.param)
-            if found is None or found[0].op_type not in ("Conv", "Gemm", "MatMul"):
-                    raise ExportError(f"site {w.site}: no Conv/Gemm/MatMul consumes its weight in the ONNX graph, so "
-                                  "its int8 activation cannot be placed; plan it without :int8")
-            node, via = found
-            idx = 0 if list(node.input).index(via) != 0 else 1
-            ai, an, x = _act_nodes(w, node.input[idx], helper, numpy_helper)
-            new_inits += ai
-            new_nodes += an
-            node.input[idx] = x
+        factors = fold_batchnorm(g, [w for w in items if conv_qdq_ok(w)], numpy_helper)
+        new_inits, new_nodes, site_bytes, kinds = _place_weights(g, items, factors, helper, numpy_helper)
+        ai, an = _place_acts(g, items, helper, numpy_helper)
+        new_inits += ai
+        new_nodes += an
         g.initializer.extend(new_inits)
         nodes = new_nodes + list(g.node)  # decoders first: a topological order ONNX checks
         del g.node[:]

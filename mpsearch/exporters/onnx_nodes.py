@@ -147,3 +147,70 @@ def nbits_node(w: SiteWeight, block: int, a: str, bias: str, out: str, helper, n
     nodes = [helper.make_node("Cast", [f"{p}.scale"], [f"{p}.scale_f32"], to=1),
              helper.make_node("MatMulNBits", ins, [out], domain=MS_DOMAIN, K=k, N=n, bits=f.bits, block_size=block)]
     return inits, nodes, sum(len(t.raw_data) for t in inits)
+
+
+def conv_qdq_ok(w: SiteWeight, fused: bool = True) -> bool:
+    """An asymmetric-int8-activation convolution with symmetric int4/int8 weights, one scale per tensor or
+    channel: the pattern ORT fuses into QLinearConv (weight zero-point 0; the producer's ReLU is dropped only
+    before a zero-point-0 uint8 Q, i.e. an asymmetric grid). `fused=False`: any int8 activation (the same
+    weight pattern, run as DequantizeLinear + float Conv; a folded float weight would be requantized per
+    tensor by ORT's weight quantization, off the plan's grid)."""
+    f = w.choice.weight
+    return (w.choice.act is not None and (getattr(w.choice.act, "asym", False) or not fused) and w.weight.dim() > 2 and f.family == "int" and f.bits in (4, 8)
+            and not f.asym and f.gran.kind in ("pt", "pc"))
+
+
+def fold_batchnorm(g, items: list[SiteWeight], numpy_helper) -> dict[str, np.ndarray]:
+    """Fold each `Conv(W) → BatchNormalization` of these sites into the Conv's bias and a per-channel
+    factor on W's scales (returned per parameter), as ORT does for float weights: its QDQ fusion needs the
+    Conv's output to reach the next QuantizeLinear. Sites without such a BatchNormalization get factor 1."""
+    inits = {t.name: t for t in g.initializer}
+    out = {}
+    for w in items:
+        conv = next((n for n in g.node if w.param in n.input and n.op_type == "Conv"), None)
+        users = [] if conv is None else [n for n in g.node if conv.output[0] in n.input]
+        rows = w.weight.shape[0]
+        if len(users) != 1 or users[0].op_type != "BatchNormalization" or not all(
+                i in inits for i in users[0].input[1:5]):
+            out[w.param] = np.ones(rows, np.float32)
+            continue
+        bn = users[0]
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        f = gamma / np.sqrt(var + eps)
+        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
+        bias = numpy_helper.from_array(((b - mean) * f + beta).astype(np.float32), f"{w.param}.bn_bias")
+        g.initializer.append(bias)
+        if len(conv.input) > 2:
+            conv.input[2] = bias.name
+        else:
+            conv.input.append(bias.name)
+        conv.output[0] = bn.output[0]
+        g.node.remove(bn)
+        out[w.param] = f.astype(np.float32)
+    used = {i for n in g.node for i in n.input}
+    for t in list(g.initializer):
+        if t.name not in used and t.name not in {w.param for w in items}:
+            g.initializer.remove(t)
+    return out
+
+
+def conv_dq_nodes(w: SiteWeight, factor: np.ndarray, helper, numpy_helper) -> tuple[list, list, int]:
+    """`DequantizeLinear(codes, scale × factor, axis=0)` straight into the Conv (codes in the weight's own
+    shape, so nothing stands between them); 4-bit codes are widened to int8 by a folded Cast."""
+    from .onnx import _int_dtype
+
+    f, p, shape = w.choice.weight, w.param, tuple(w.weight.shape)
+    codes, scales, _ = site_codes(w)
+    q = numpy_helper.from_array(codes.reshape(shape).astype(_int_dtype(f.bits, False)), f"{p}.codes")
+    s = numpy_helper.from_array(scales.reshape(-1), f"{p}.scale")
+    fac = numpy_helper.from_array(factor.astype(np.float32), f"{p}.bn_factor")
+    nodes = [helper.make_node("Cast", [s.name], [f"{p}.scale_f32"], to=1),
+             helper.make_node("Mul", [f"{p}.scale_f32", fac.name], [f"{p}.scale_eff"])]
+    codes_in = q.name
+    if f.bits == 4:
+        nodes.append(helper.make_node("Cast", [q.name], [f"{p}.codes8"], to=3))
+        codes_in = f"{p}.codes8"
+    zp = numpy_helper.from_array(np.zeros(shape[0], np.int8), f"{p}.zero_point")
+    nodes.append(helper.make_node("DequantizeLinear", [codes_in, f"{p}.scale_eff", zp.name], [p], axis=0))
+    return [q, s, fac, zp], nodes, len(q.raw_data) + len(s.raw_data)
