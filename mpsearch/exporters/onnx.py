@@ -123,10 +123,11 @@ def _place_weights(g, items: list[SiteWeight], factors: dict, helper, numpy_help
     return new_inits, new_nodes, site_bytes, kinds
 
 
-def _place_acts(g, items: list[SiteWeight], helper, numpy_helper) -> tuple[list, list]:
+def _place_acts(g, items: list[SiteWeight], fused: set[str], helper, numpy_helper) -> tuple[list, list]:
     """QDQ on the input of each int8-activation site; a second, identical QDQ above the MaxPool / Flatten /
     Reshape between it and its producer (exact: those commute with a monotone grid), so ORT sees
-    `op → Q` after the producing Conv/Gemm and `DQ → op` before the consumer and fuses both."""
+    `op → Q` after the producing Conv/Gemm and `DQ → op` before the consumer and fuses both. Only above a
+    producer that ORT fuses (`fused`: its QDQ Conv weights)."""
     new_inits, new_nodes = [], []
     for w in items:
         if w.choice.act is None:
@@ -140,8 +141,9 @@ def _place_acts(g, items: list[SiteWeight], helper, numpy_helper) -> tuple[list,
         ai, an, x = _act_nodes(w, node.input[idx], helper, numpy_helper)
         new_inits += ai
         new_nodes += an
-        # symmetric grids: ORT cannot drop the ReLU before a zero-point-0 int8 Q, so there is nothing to fuse
-        top = _passthrough_top(g, node.input[idx]) if getattr(w.choice.act, "asym", False) else None
+        top = _passthrough_top(g, node.input[idx])
+        if top is not None and not _fused_producer(g, top.input[0], fused):
+            top = None  # a float producer: an int8 MaxPool there would only be slower (NCHW uint8 kernel)
         node.input[idx] = x
         if top is not None:
             ai, an, x = _act_nodes(w, top.input[0], helper, numpy_helper, tag="act_pre")
@@ -149,6 +151,20 @@ def _place_acts(g, items: list[SiteWeight], helper, numpy_helper) -> tuple[list,
             new_nodes += an
             top.input[0] = x
     return new_inits, new_nodes
+
+
+def _fused_producer(g, name: str, fused: set[str]) -> bool:
+    """Whether tensor `name` comes (through a ReLU) from a Conv whose weight is one of `fused`."""
+    for _ in range(2):
+        prod = [n for n in g.node if name in n.output]
+        if len(prod) != 1:
+            return False
+        if prod[0].op_type == "Conv":
+            return len(prod[0].input) > 1 and prod[0].input[1] in fused
+        if prod[0].op_type != "Relu":
+            return False
+        name = prod[0].input[0]
+    return False
 
 
 def _passthrough_top(g, name: str):
@@ -284,7 +300,7 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
                               "folded it); export a model whose weights are plain parameters")
         factors = fold_batchnorm(g, [w for w in items if conv_qdq_ok(w)], numpy_helper)
         new_inits, new_nodes, site_bytes, kinds = _place_weights(g, items, factors, helper, numpy_helper)
-        ai, an = _place_acts(g, items, helper, numpy_helper)
+        ai, an = _place_acts(g, items, set(factors), helper, numpy_helper)
         new_inits += ai
         new_nodes += an
         g.initializer.extend(new_inits)
@@ -300,7 +316,8 @@ def export_onnx(model: nn.Module, plan: Plan | str | Path, path: str | Path, exa
         total = Path(tmp).stat().st_size
     counts = {k: list(kinds.values()).count(k) for k in sorted(set(kinds.values()))}
     return ExportResult(Path(path), site_bytes, predicted_bytes(plan), total - site_bytes,
-                        [f"other parameters stay float32 and the graph adds {total - site_bytes} bytes",
+                        [f"other parameters stay float32 and the graph adds {total - site_bytes} bytes (with "
+                         "MatMulNBits' padding of each row to whole blocks and its repeated per-channel scales)",
                          "site weights as " + ", ".join(f"{k} ×{v}" for k, v in counts.items())])
 
 

@@ -1,6 +1,6 @@
 """The ONNX node patterns a site's weight becomes, chosen by what ONNX Runtime's CPU kernels run fast.
 
-- `com.microsoft.MatMulNBits` (weight-only int4/int8 on a Linear): the packed codes stay packed and
+- `com.microsoft.MatMulNBits` (weight-only int4 on a Linear; the kernel supports 8 bits but runs them slowly): the packed codes stay packed and
   MLAS's blockwise kernels read them directly. Layout (onnxruntime docs/ContribOperators.md,
   MatMulNBits): B is uint8 (N, n_blocks, block_size·bits/8), element 2i of a block in the low nibble
   for 4 bits; scales (N·n_blocks) in A's type; zero_points uint8 (N, ceil(n_blocks·bits/8)) packed the
@@ -10,9 +10,12 @@
 - folded (`Cast(codes) [− zero] × scale`): ONNX Runtime's constant folding evaluates it once at session
   start (it never folds `DequantizeLinear`, which it keeps for QDQ fusion), so a Conv keeps a constant
   float weight and runs its NCHWc kernel; the file still holds the codes. Used where no integer kernel
-  exists: weight-only convolutions, embeddings, per-tensor scales, int8-activation convolutions (ORT
-  fuses QDQ convolutions only when their output is requantized, which the plan does not do).
-- `DequantizeLinear` weights (int8-activation Linear): the QDQ pattern ORT fuses into its integer GEMMs.
+  exists: weight-only convolutions, int8 weight-only Linears, embeddings, per-tensor scales.
+- `DequantizeLinear` weights (int8-activation sites): the QDQ patterns ORT fuses into integer kernels —
+  a bias-free Linear (`MatMul(x, Transpose(W))`) runs as MatMulIntegerToFloat; one with a bias stays a
+  float Gemm on per-run dequantized operands (ORT fuses a QDQ Gemm only when its output is requantized,
+  and folds a MatMul + Add back into that Gemm); an asymmetric-activation Conv becomes QLinearConv when its output is requantized for the
+  next layer (`conv_dq_nodes`, `fold_batchnorm`).
 Scales are stored as FP16 with a `Cast` to float (folded too), so the decoded values are those of
 `Format.encode`, exact in float32.
 """
@@ -43,9 +46,12 @@ def site_codes(w: SiteWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
 
 
 def nbits_block(w: SiteWeight) -> int | None:
-    """MatMulNBits block size for a weight-only int4/int8 site (None: the format does not map onto it)."""
+    """MatMulNBits block size for a weight-only int4 site (None: the format does not map onto it).
+
+    8-bit weights stay off MatMulNBits: ORT 1.32's CPU kernel for bits=8 dequantizes on every call and
+    measured 4-25x slower than the float Gemm on weights folded at load (benchmarks/runtime_latency.py)."""
     f = w.choice.weight
-    if w.choice.act is not None or f.family != "int" or f.bits not in (4, 8) or f.gran.kind == "pt":
+    if w.choice.act is not None or f.family != "int" or f.bits != 4 or f.gran.kind == "pt":
         return None
     k = w.weight[0].numel()
     if f.gran.kind == "g":
@@ -146,7 +152,10 @@ def nbits_node(w: SiteWeight, block: int, a: str, bias: str, out: str, helper, n
         ins.pop()
     nodes = [helper.make_node("Cast", [f"{p}.scale"], [f"{p}.scale_f32"], to=1),
              helper.make_node("MatMulNBits", ins, [out], domain=MS_DOMAIN, K=k, N=n, bits=f.bits, block_size=block)]
-    return inits, nodes, sum(len(t.raw_data) for t in inits)
+    # site bytes as the plan counts them (codes, one scale per group); MatMulNBits' padding to whole blocks and
+    # repeated per-channel scales are reported with the other bytes
+    exact = math.ceil(n * k * f.bits / 8) + scales.size * 2 + (0 if zeros is None else math.ceil(zeros.size * f.bits / 8))
+    return inits, nodes, min(exact, sum(len(t.raw_data) for t in inits))
 
 
 def conv_qdq_ok(w: SiteWeight, fused: bool = True) -> bool:

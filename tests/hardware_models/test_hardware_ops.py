@@ -16,7 +16,7 @@ from mpsearch.hardware_models._spec import SpecError, parse_spec
 @pytest.mark.parametrize("choice, linear, conv", [
     ("bf16", "fp32", "fp32"),
     ("int4_g32", "nbits", "folded"),
-    ("int8", "nbits", "folded"),
+    ("int8", "folded_gemm", "folded"),
     ("int8:int8_asym", "qdq_gemm+dequant", "qlinear"),
 ])
 def test_onnxruntime_cpu_routes_by_layer_kind(choice, linear, conv):
