@@ -99,7 +99,8 @@ def _layer(op: str, shape: tuple, choice: str):
     torch.manual_seed(0)
     if op == "linear":
         m, k, n = shape
-        return (torch.nn.Sequential(torch.nn.Linear(k, n)).eval(),  # with a bias, as the digits CNN's torch.randn(m, k), {"0": choice},
+        layer = torch.nn.Sequential(torch.nn.Linear(k, n)).eval()  # with a bias, as the digits CNN's
+        return (layer, torch.randn(m, k), {"0": choice},
                 {"op": op, "m": m, "n": n, "k": k, "in_elems": m * k, "out_elems": m * n})
     b, c, o, hw = shape
     layer = torch.nn.Sequential(torch.nn.Conv2d(c, o, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
