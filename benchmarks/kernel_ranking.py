@@ -89,9 +89,10 @@ def main(argv=None) -> int:
              f"{np.nanmedian([r['rho'] for r in rows]):.3f}.", "",
              "| M | N | K | measured (fastest first) | predicted | fastest agrees | ranking agrees |",
              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['m']} | {r['n']} | {r['k']} | {r['measured']} | {r['predicted']} | "
-              f"{'yes' if r['fastest_agrees'] else 'no'} | {'yes' if r['agrees'] else 'no: ' + ', '.join(map('/'.join, r['bad']))} |"
-              for r in rows]
+    for r in rows:
+        verdict = "yes" if r["agrees"] else "no: " + ", ".join(map("/".join, r["bad"]))
+        lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['measured']} | {r['predicted']} | "
+                     f"{'yes' if r['fastest_agrees'] else 'no'} | {verdict} |")
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -212,7 +212,8 @@ def components(spec: Spec, g: Gemm, choice: Choice | str) -> Components:
     choice = get_choice(choice)
     r = route(spec, choice, g.op)
     if r is None:
-        why = why_unsupported(spec, choice) or f"{choice.name} cannot run an {g.op} layer on {spec.name}" if g.op[0] in "aeiou" else f"{choice.name} cannot run a {g.op} layer on {spec.name}"
+        article = "an" if g.op[0] in "aeiou" else "a"
+        why = why_unsupported(spec, choice) or f"{choice.name} cannot run {article} {g.op} layer on {spec.name}"
         raise UnsupportedFormat(why + "; drop it from --formats or pick another target")
     w, a = choice.weight, choice.act
     wshape = tuple(g.weight_shape or (g.n, g.k))

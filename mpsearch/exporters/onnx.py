@@ -1,22 +1,27 @@
-"""ONNX Runtime: the model as ONNX with each site's weight stored in its plan format and decoded in-graph.
+"""ONNX Runtime: the model as ONNX whose site weights stay in their plan format and run on ORT's fastest kernel for it.
 
 The FP graph comes from `torch.onnx.export` (TorchScript path, constant folding off so every weight stays
 an initializer named after its parameter and BatchNorm is not folded into it). Each site's initializer
-is then replaced by
-- INT4/INT8 (symmetric or asymmetric; per tensor, channel or group): codes as an INT4/UINT4/INT8/UINT8
-  initializer of shape (rows, K), FP16 scales (+ zero-points), `Cast(scale → float)` and
-  `DequantizeLinear` (opset 21: per tensor, `axis=0` per channel, `axis=1, block_size=G` per group),
-  `Reshape` back to the weight's shape (a conv's K is in×kh×kw, as mpsearch groups it);
-- bf16 / fp16: a 16-bit initializer and a `Cast` to float;
-- an INT8 activation (`W:int8`, `W:int8_asym`, per tensor): `Clip` to the calibrated range (mpsearch's
+is then replaced by one of the patterns in `onnx_nodes` (see there for why each):
+- int4 weight-only Linear: `com.microsoft.MatMulNBits` (packed codes, FP16 scales, zero-points);
+- other weight-only int4/int8 sites (convolutions, int8 Linears, embeddings, per-tensor scales): the codes
+  as an INT4/UINT4/INT8/UINT8 initializer and `Cast → [Sub zero] → Mul scale → Reshape`, which ORT
+  constant-folds at session start, so the float kernel runs on a constant weight;
+- bf16 / fp16: a 16-bit initializer and a `Cast` to float (folded the same way);
+- an int8 activation (`W:int8`, `W:int8_asym`, per tensor): `Clip` to the calibrated range (mpsearch's
   symmetric grid is ±127, ONNX's int8 saturates at −128), `QuantizeLinear`, `DequantizeLinear` on the
-  op's input, the QDQ pattern ONNX Runtime fuses into integer kernels.
-The decoded weights equal `Format.quantize` bit for bit (FP16 scale × integer code is exact in float32),
-so the ONNX model computes what `mpsearch.apply(model, plan)` simulates up to float summation order.
-Formats ONNX Runtime's CPU kernels cannot run (INT2/3/5/6/7, FP8, MX, NVFP4) are refused, each named.
+  op's input, with the weight as `DequantizeLinear` (opset 21: per tensor, `axis=0` per channel,
+  `axis=1, block_size=G` per group). For an `int8_asym` convolution whose output feeds another such
+  layer, BatchNorm is folded into the bias and the per-channel weight scales and the next layer's QDQ
+  is repeated above the MaxPool/Flatten in between, the pattern ORT fuses into `QLinearConv`.
+The decoded weights equal `Format.quantize` bit for bit (FP16 scale × integer code is exact in float32;
+a folded BatchNorm rescales them by γ/σ in float32), so the ONNX model computes what
+`mpsearch.apply(model, plan)` simulates up to float summation order (and ORT's int32 rounding of a fused
+convolution's bias). Formats ORT's CPU kernels cannot run (INT2/3/5/6/7, FP8, MX, NVFP4) are refused,
+each named.
 Bytes: the site tensors (codes packed two per byte for 4-bit, scales, zero-points) equal the plan's
-prediction up to one padding half-byte per 4-bit tensor; other parameters stay float32 (the plan counts
-them as 16-bit) and the graph's protobuf adds a few KB — both reported as `other_bytes`.
+prediction up to one padding half-byte per 4-bit row; MatMulNBits' padding of rows to whole blocks,
+other parameters (float32; the plan counts them as 16-bit) and the graph's protobuf are `other_bytes`.
 """
 
 from __future__ import annotations
@@ -32,8 +37,17 @@ from torch import nn
 from ..activations import plan_params
 from ..errors import ExportError
 from ..plan import Plan
-from .onnx_nodes import MS_DOMAIN, conv_dq_nodes, conv_qdq_ok, fold_batchnorm, folded_nodes, nbits_block, nbits_node
 from ._common import ExportResult, SiteWeight, atomic_file, need, plan_weights, predicted_bytes, refuse_unsupported
+from .onnx_nodes import (
+    MS_DOMAIN,
+    conv_dq_nodes,
+    conv_qdq_ok,
+    fold_batchnorm,
+    folded_nodes,
+    int_dtype,
+    nbits_block,
+    nbits_node,
+)
 
 OPSET = 21
 _TRACE_OPSET = 20  # the TorchScript exporter's newest; its ops are unchanged at 21, so the model is bumped
@@ -59,13 +73,6 @@ def why_not(w: SiteWeight) -> str | None:
     return None
 
 
-def _int_dtype(bits: int, asym: bool):
-    import ml_dtypes
-
-    return {(4, False): ml_dtypes.int4, (4, True): ml_dtypes.uint4, (8, False): np.int8, (8, True): np.uint8}[
-        (bits, asym)]
-
-
 def _weight_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int]:
     """(initializers, nodes, site bytes) that compute the site's decoded weight under its parameter name."""
     f, p = w.choice.weight, w.param
@@ -84,7 +91,7 @@ def _weight_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list, int]
     rows, k = codes.shape
     g = f.gran
     lead = {"pt": [], "pc": [rows], "g": [rows, math.ceil(k / max(g.group, 1))]}[g.kind]
-    dt = _int_dtype(f.bits, f.asym)
+    dt = int_dtype(f.bits, f.asym)
     q = numpy_helper.from_array(codes.numpy().astype(dt), f"{p}.codes")
     s = numpy_helper.from_array(enc.scales["scale"].numpy().astype(np.float16).reshape(lead), f"{p}.scale")
     inits = [q, s]

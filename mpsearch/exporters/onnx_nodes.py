@@ -1,8 +1,8 @@
 """The ONNX node patterns a site's weight becomes, chosen by what ONNX Runtime's CPU kernels run fast.
 
-- `com.microsoft.MatMulNBits` (weight-only int4 on a Linear; the kernel supports 8 bits but runs them slowly): the packed codes stay packed and
-  MLAS's blockwise kernels read them directly. Layout (onnxruntime docs/ContribOperators.md,
-  MatMulNBits): B is uint8 (N, n_blocks, block_size·bits/8), element 2i of a block in the low nibble
+- `com.microsoft.MatMulNBits` (weight-only int4 on a Linear; the kernel takes 8 bits but runs them slowly):
+  the packed codes stay packed and MLAS's blockwise kernels read them directly. Layout (onnxruntime
+  docs/ContribOperators.md, MatMulNBits): B is uint8 (N, n_blocks, block_size·bits/8), element 2i of a block in the low nibble
   for 4 bits; scales (N·n_blocks) in A's type; zero_points uint8 (N, ceil(n_blocks·bits/8)) packed the
   same way, or absent for the default zero-point 2^(bits-1) (symmetric codes are stored offset by it).
   `block_size` must be a power of two ≥ 16: a per-channel scale is repeated over the blocks of a row,
@@ -14,8 +14,8 @@
 - `DequantizeLinear` weights (int8-activation sites): the QDQ patterns ORT fuses into integer kernels —
   a bias-free Linear (`MatMul(x, Transpose(W))`) runs as MatMulIntegerToFloat; one with a bias stays a
   float Gemm on per-run dequantized operands (ORT fuses a QDQ Gemm only when its output is requantized,
-  and folds a MatMul + Add back into that Gemm); an asymmetric-activation Conv becomes QLinearConv when its output is requantized for the
-  next layer (`conv_dq_nodes`, `fold_batchnorm`).
+  and folds a MatMul + Add back into that Gemm); an asymmetric-activation Conv becomes QLinearConv when
+  its output is requantized for the next layer (`conv_dq_nodes`, `fold_batchnorm`).
 Scales are stored as FP16 with a `Cast` to float (folded too), so the decoded values are those of
 `Format.encode`, exact in float32.
 """
@@ -30,6 +30,13 @@ import torch
 from ._common import SiteWeight
 
 MS_DOMAIN = "com.microsoft"
+
+
+def int_dtype(bits: int, asym: bool):
+    import ml_dtypes
+
+    return {(4, False): ml_dtypes.int4, (4, True): ml_dtypes.uint4, (8, False): np.int8, (8, True): np.uint8}[
+        (bits, asym)]
 
 
 def site_codes(w: SiteWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -95,14 +102,12 @@ def pack_nbits(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, 
 def folded_nodes(w: SiteWeight, helper, numpy_helper) -> tuple[list, list]:
     """Initializers and nodes that compute the decoded weight as `Cast(codes) [- zero] * scale` under
     the parameter's name (ORT folds them into a float initializer at session start)."""
-    from .onnx import _int_dtype
-
     f, p, shape = w.choice.weight, w.param, list(w.weight.shape)
     codes, scales, zeros = site_codes(w)
     rows, k = codes.shape
     ng = scales.shape[1]
     g = math.ceil(k / ng) if f.gran.kind == "g" else k
-    dt = _int_dtype(f.bits, f.asym)
+    dt = int_dtype(f.bits, f.asym)
     q = numpy_helper.from_array(codes.astype(dt), f"{p}.codes")
     s = numpy_helper.from_array(scales.reshape(-1, ng, 1) if scales.shape[0] > 1 else scales.reshape(1, 1, 1),
                                 f"{p}.scale")
@@ -154,7 +159,8 @@ def nbits_node(w: SiteWeight, block: int, a: str, bias: str, out: str, helper, n
              helper.make_node("MatMulNBits", ins, [out], domain=MS_DOMAIN, K=k, N=n, bits=f.bits, block_size=block)]
     # site bytes as the plan counts them (codes, one scale per group); MatMulNBits' padding to whole blocks and
     # repeated per-channel scales are reported with the other bytes
-    exact = math.ceil(n * k * f.bits / 8) + scales.size * 2 + (0 if zeros is None else math.ceil(zeros.size * f.bits / 8))
+    zbytes = 0 if zeros is None else math.ceil(zeros.size * f.bits / 8)
+    exact = math.ceil(n * k * f.bits / 8) + scales.size * 2 + zbytes
     return inits, nodes, min(exact, sum(len(t.raw_data) for t in inits))
 
 
@@ -165,8 +171,9 @@ def conv_qdq_ok(w: SiteWeight, fused: bool = True) -> bool:
     weight pattern, run as DequantizeLinear + float Conv; a folded float weight would be requantized per
     tensor by ORT's weight quantization, off the plan's grid)."""
     f = w.choice.weight
-    return (w.choice.act is not None and (getattr(w.choice.act, "asym", False) or not fused) and w.weight.dim() > 2 and f.family == "int" and f.bits in (4, 8)
-            and not f.asym and f.gran.kind in ("pt", "pc"))
+    act = w.choice.act
+    return (act is not None and (getattr(act, "asym", False) or not fused) and w.weight.dim() > 2
+            and f.family == "int" and f.bits in (4, 8) and not f.asym and f.gran.kind in ("pt", "pc"))
 
 
 def fold_batchnorm(g, items: list[SiteWeight], numpy_helper) -> dict[str, np.ndarray]:
@@ -207,11 +214,9 @@ def fold_batchnorm(g, items: list[SiteWeight], numpy_helper) -> dict[str, np.nda
 def conv_dq_nodes(w: SiteWeight, factor: np.ndarray, helper, numpy_helper) -> tuple[list, list, int]:
     """`DequantizeLinear(codes, scale × factor, axis=0)` straight into the Conv (codes in the weight's own
     shape, so nothing stands between them); 4-bit codes are widened to int8 by a folded Cast."""
-    from .onnx import _int_dtype
-
     f, p, shape = w.choice.weight, w.param, tuple(w.weight.shape)
     codes, scales, _ = site_codes(w)
-    q = numpy_helper.from_array(codes.reshape(shape).astype(_int_dtype(f.bits, False)), f"{p}.codes")
+    q = numpy_helper.from_array(codes.reshape(shape).astype(int_dtype(f.bits, False)), f"{p}.codes")
     s = numpy_helper.from_array(scales.reshape(-1), f"{p}.scale")
     fac = numpy_helper.from_array(factor.astype(np.float32), f"{p}.bn_factor")
     nodes = [helper.make_node("Cast", [s.name], [f"{p}.scale_f32"], to=1),
