@@ -4,7 +4,8 @@
   the packed codes stay packed and MLAS's blockwise kernels read them directly. Layout (onnxruntime
   docs/ContribOperators.md, MatMulNBits): B is uint8 (N, n_blocks, block_size·bits/8), element 2i of a
   block in the low nibble for 4 bits; scales (N·n_blocks) in A's type; zero_points uint8
-  (N, ceil(n_blocks·bits/8)) packed the same way, or absent for the default zero-point 2^(bits-1) (symmetric codes are stored offset by it).
+  (N, ceil(n_blocks·bits/8)) packed the same way, or absent for the default zero-point
+  2^(bits-1) (symmetric codes are stored offset by it).
   `block_size` must be a power of two ≥ 16: a per-channel scale is repeated over the blocks of a row,
   or the row padded to one block, whichever stores fewer bytes.
 - folded (`Cast(codes) [− zero] × scale`): ONNX Runtime's constant folding evaluates it once at session
