@@ -68,7 +68,9 @@ def _gemm(row) -> Gemm:
         v = getattr(row, col, None)
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
 
-    return Gemm(int(row.m), int(row.n), int(row.k), opt("in_elems"), opt("out_elems"))
+    op = getattr(row, "op", "")
+    kind = op if op in ("linear", "conv", "embedding") else ""
+    return Gemm(int(row.m), int(row.n), int(row.k), opt("in_elems"), opt("out_elems"), kind=kind)
 
 
 def row_components(spec: Spec, df: pd.DataFrame) -> tuple[list[Components], list[int], list[str]]:

@@ -84,12 +84,12 @@ def choice_classes(choice: Choice) -> tuple[str, str]:
     return w, operand_class(choice.act)
 
 
-def route(spec: Spec, choice: Choice) -> Route | None:
-    """The fastest path that runs `choice` (native operands preferred on ties); None if none does."""
+def route(spec: Spec, choice: Choice, op: str = "linear") -> Route | None:
+    """The fastest path that runs `choice` on layer kind `op` (native operands preferred on ties); None if none does."""
     w, a = choice_classes(choice)
     best = None
     for p in spec.paths.values():
-        em = p.takes(w, a)
+        em = p.takes(w, a, op)
         if em is None:
             continue
         rank = (p.peak.value * (p.dequant_efficiency if any(em) else p.efficiency).value, -sum(em))
@@ -99,7 +99,7 @@ def route(spec: Spec, choice: Choice) -> Route | None:
 
 
 def why_unsupported(spec: Spec, choice: Choice) -> str | None:
-    if route(spec, choice) is not None:
+    if any(route(spec, choice, op) is not None for op in ("linear", "conv", "embedding")):
         return None
     w, a = choice_classes(choice)
     paths = ", ".join(spec.paths)
@@ -126,6 +126,16 @@ class Gemm:
     out_elems: int | None = None
     weight_shape: tuple[int, ...] | None = None
     gather: bool = False
+    kind: str = ""  # `linear`, `conv` or `embedding`; empty: from `gather` and the weight's rank
+
+    @property
+    def op(self) -> str:
+        """The layer kind, which a spec's paths may route by."""
+        if self.kind:
+            return self.kind
+        if self.gather:
+            return "embedding"
+        return "conv" if self.weight_shape is not None and len(self.weight_shape) > 2 else "linear"
 
     @property
     def macs(self) -> int:
@@ -200,11 +210,11 @@ def latency(spec: Spec, c: Components, eff: Efficiencies) -> float:
 def components(spec: Spec, g: Gemm, choice: Choice | str) -> Components:
     """Raw cost terms of one GEMM under `choice` (raises `UnsupportedFormat`)."""
     choice = get_choice(choice)
-    r = route(spec, choice)
+    r = route(spec, choice, g.op)
     if r is None:
-        raise UnsupportedFormat(
-            why_unsupported(spec, choice) + "; drop it from --formats or pick another target"
-        )
+        article = "an" if g.op[0] in "aeiou" else "a"
+        why = why_unsupported(spec, choice) or f"{choice.name} cannot run {article} {g.op} layer on {spec.name}"
+        raise UnsupportedFormat(why + "; drop it from --formats or pick another target")
     w, a = choice.weight, choice.act
     wshape = tuple(g.weight_shape or (g.n, g.k))
     in_elems = g.m * g.k if g.in_elems is None else g.in_elems

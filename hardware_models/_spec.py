@@ -61,9 +61,15 @@ class ComputePath:
     emulated_weights: tuple[str, ...] = ()
     emulated_acts: tuple[str, ...] = ()
     unit: str = ""  # which hardware block runs it (for `show`)
+    ops: tuple[str, ...] = ()  # the layer kinds it serves (`linear`, `conv`, `embedding`); empty: all
 
-    def takes(self, weight: str, act: str) -> tuple[bool, bool] | None:
-        """(weight emulated, act emulated) if this path can run the pair, else None."""
+    def takes(self, weight: str, act: str, op: str = "linear") -> tuple[bool, bool] | None:
+        """(weight emulated, act emulated) if this path can run the pair on layer kind `op`, else None.
+
+        `ops` lets a runtime route by layer kind: ONNX Runtime runs a weight-only int4 Linear as
+        MatMulNBits but a weight-only int4 convolution as a float Conv on weights decoded at load."""
+        if self.ops and op not in self.ops:
+            return None
         if weight in self.weights:
             we = False
         elif weight in self.emulated_weights:
@@ -177,6 +183,17 @@ def _classes(obj: dict, key: str, where: str, name: str) -> tuple[str, ...]:
     return vals
 
 
+_OPS = ("linear", "conv", "embedding")
+
+
+def _ops(p: dict, where: str, name: str) -> tuple[str, ...]:
+    ops = tuple(p.get("ops", ()))
+    bad = [o for o in ops if o not in _OPS]
+    if bad:
+        raise SpecError(f"spec {name!r}: {where}.ops has unknown layer kind {bad[0]!r}; use {', '.join(_OPS)}")
+    return ops
+
+
 def parse_spec(raw: dict, origin: str = "") -> Spec:
     """Validate a parsed TOML document and build the `Spec` (raises `SpecError` naming the fix)."""
     name = str(raw.get("name") or Path(origin).stem or "?")
@@ -212,6 +229,7 @@ def parse_spec(raw: dict, origin: str = "") -> Spec:
             emulated_weights=_classes(p, "emulated_weights", where, name),
             emulated_acts=_classes(p, "emulated_acts", where, name),
             unit=str(p.get("unit", "")),
+            ops=_ops(p, where, name),
             overrides={k: num(p, k, where) for k in _OVERRIDES if k in p},
         )
     if not paths:

@@ -79,3 +79,24 @@ def test_measure_kernels_dry_run_on_cpu(tmp_path):
     assert set(df.choice) == {"bf16", "int8:int8"} and (df.latency_s > 0).all()
     assert not (df[df.choice == "int8:int8"].m <= 16).any()  # _int_mm needs M > 16
     assert {"m", "n", "k", "in_elems", "out_elems", "choice", "latency_s"} <= set(df.columns)
+
+
+def test_h200_rankings_from_the_committed_table(tmp_path):
+    """The measured H200 table, calibrated on half: the held-out fastest format is predicted per shape."""
+    ranking = _load("kernel_ranking")
+    out = tmp_path / "rank.md"
+    assert ranking.main(["--csv", str(ROOT / "benchmarks/results/h200_kernels.csv"), "--hardware", "h200",
+                         "--out", str(out)]) == 0
+    text = out.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("Shapes with"))
+    fastest, shapes = map(int, line.split("fastest format predicted: ")[1].split(";")[0].split("/"))
+    assert shapes == 28 and fastest >= 26
+
+
+def test_runtime_latency_ranking_rule():
+    rl = _load("runtime_latency")
+    assert rl.rank([3.0, 1.0, 2.0]) == [3, 1, 2]
+    # 1.00 vs 1.01 is a measured tie, whatever the prediction; 1.0 vs 0.5 must be predicted in order
+    assert rl.agreement([1.0, 1.01, 0.5], [1.1, 1.0, 0.6], tie=0.05) == (True, [])
+    ok, bad = rl.agreement([1.0, 0.5], [0.4, 0.6], tie=0.05)
+    assert not ok and bad == ["1 vs 2 (measured 100% apart)"]

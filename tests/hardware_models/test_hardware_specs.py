@@ -9,7 +9,7 @@ from mpsearch.formats import get_choice
 from mpsearch.hardware_models import SpecError, cost_model_names, get, load_spec
 from mpsearch.hardware_models._spec import bundled_spec_paths, dumps_toml, parse_spec
 
-BUNDLED = {"h100", "a100", "orin", "xeon-8380", "m55-u55"}
+BUNDLED = {"h100", "h200", "a100", "orin", "xeon-8380", "m55-u55", "onnxruntime-cpu"}
 
 
 def test_bundled_targets_are_registered():
