@@ -125,6 +125,12 @@ class Ranks:
     def main(self) -> bool:
         return self.rank == 0
 
+    def barrier(self) -> None:
+        """Wait until every rank is here (e.g. done building its blocks, before rank 0 starts a clock)."""
+        import torch.distributed as dist
+
+        dist.barrier(group=self.control)
+
     def submit(self, job) -> None:
         """Rank 0: hand a job to every rank (`next_job` receives it)."""
         import torch.distributed as dist

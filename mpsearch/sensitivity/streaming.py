@@ -178,6 +178,10 @@ class StreamingKFAC(Estimator):
             if self.device is not None:
                 raise UsageError("kfac's device setting names one device, and with --devices every rank has its "
                                  "own; drop --set device=")
+            from ..hf import decoder_layers
+
+            _head(model)  # what would fail on every rank fails here, before the others are busy
+            distributed.share(len(decoder_layers(model)), ranks.world, 0)
             ranks.submit(replace(job, micro=[_to(x, "cpu") for x in job.micro]))
             parts = ranks.collect(_work(self, model, job, ranks))
             self.ranks_ = [{k: v for k, v in vars(p).items() if k != "rows"} for p in parts]
@@ -251,9 +255,12 @@ def _work(est: StreamingKFAC, model: nn.Module, job: _Job, ranks) -> _Result:
 def serve(model: nn.Module, ranks=None) -> int:
     """Ranks other than 0: do the `kfac` jobs rank 0 hands out until it says stop; the number of jobs.
     `model` is this rank's copy (only its blocks' weights are read, and the embeddings for the masks)."""
+    from ..hf import prepare
+
     ranks = ranks or distributed.current()
     if ranks is None or ranks.main:
         raise UsageError("serve() is for ranks other than 0; rank 0 calls the estimator")
+    model = prepare(model)  # the attention kernel and mode rank 0's Planner uses
     done = 0
     while (job := ranks.next_job()) is not None:
         ranks.collect(_work(StreamingKFAC(**job.settings, progress=False), model, job, ranks))
