@@ -3,7 +3,7 @@
     python benchmarks/llm_scale.py                 # GPU: TinyLlama-1.1B, Llama-3-8B, 70B-shaped (few layers)
     python benchmarks/llm_scale.py --only tinyllama --estimators   # every registered estimator too
     python benchmarks/llm_scale.py --smoke         # CPU, tiny shapes (what CI runs)
-    python benchmarks/llm_scale.py --only llama-70b --layers 80 --devices cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7
+    python benchmarks/llm_scale.py --only llama-70b --layers 80 --devices cuda   # every GPU of the host
     python benchmarks/llm_scale.py --smoke --devices cpu,cpu   # the same code path on 2 gloo processes
 
 Configs (issue 14): TinyLlama-1.1B-shaped, 16×512 tokens with labels, default plan (kfac) end to end
@@ -270,17 +270,17 @@ def spread_layers(st: Steps, key: str, devices: list[str], dtype, micro_batch: i
         if baseline:
             model = st.run(label, "build on host", lambda n=n: build_part(shape, n, devices[0], dtype, storage="cpu"))
             got = st.run(label, f"sensitivity (kfac, 1 device: {devices[0]})",
-                         lambda m=model: _kfac(m, data, micro_batch, smoke, device=devices[0]))
+                         lambda m=model, d=data: _kfac(m, d, micro_batch, smoke, device=devices[0]))
             one, t1 = (got[1] if got else None), st.rows[-1]["seconds"]
             model = got = None
             gc.collect()
         with distributed.session(devices, _rank_command(key, n, devices, micro_batch, smoke)) as ranks:
             mine = distributed.share(n, ranks.world, 0)
             model = st.run(label, f"build rank 0's blocks {mine.start}-{mine.stop - 1} on {ranks.device}",
-                           lambda m=mine: build_part(shape, n, str(ranks.device), dtype, blocks=m))
+                           lambda m=mine, n=n: build_part(shape, n, str(ranks.device), dtype, blocks=m))
             ranks.barrier()
             got = st.run(label, f"sensitivity (kfac, {len(devices)} devices, blocks pipelined)",
-                         lambda: _kfac(model, data, micro_batch, smoke))
+                         lambda m=model, d=data: _kfac(m, d, micro_batch, smoke))
         if got is None:
             continue
         tn = st.rows[-1]["seconds"]

@@ -25,10 +25,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -200,8 +201,10 @@ def _init(rank: int, world: int, addr: str, port: int, device: torch.device) -> 
         os.environ["NCCL_NVLS_ENABLE"] = "0"  # no NVLink multicast (SHARP) objects
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world,
-                            timeout=TIMEOUT)
+    # torchrun's agent already serves the store on MASTER_PORT: join it (env://) rather than host another
+    torchrun = launched() and "MPSEARCH_PARENT" not in os.environ
+    dist.init_process_group(backend, init_method="env://" if torchrun else f"tcp://{addr}:{port}", rank=rank,
+                            world_size=world, timeout=TIMEOUT)
     control = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend == "nccl" else None
     return Ranks(rank, world, device, control)
 

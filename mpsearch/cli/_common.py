@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .. import distributed
 from ..data import as_data
@@ -154,9 +154,10 @@ def _decoder(args: argparse.Namespace) -> bool:
 
 
 @contextmanager
-def rank_session(args: argparse.Namespace, estimator: str | None) -> Iterator[distributed.Ranks | None]:
-    """This process's ranks for `--devices` / `--world-size` / torchrun (None: one process); the other
-    ranks run this same command line. Only `kfac` is spread, so anything else fails before a process starts."""
+def rank_session(args: argparse.Namespace, estimator: str | None, load) -> Iterator[tuple]:
+    """(this process's ranks or None, `load()`) for `--devices` / `--world-size` / torchrun; the other ranks
+    run this same command line. Only `kfac` is spread, so anything else fails before a process starts, and
+    rank 0 loads the model and data before it starts the others, so a bad input is one line, not N."""
     devices = distributed.parse_devices(getattr(args, "devices", None), getattr(args, "world_size", None))
     if devices is not None or distributed.launched():
         name = estimator or ("kfac" if _decoder(args) else None)
@@ -164,9 +165,10 @@ def rank_session(args: argparse.Namespace, estimator: str | None) -> Iterator[di
             what = f"estimator {name!r}" if name else "the default estimator of a model that is not a decoder"
             raise UsageError(f"{what} runs in one process; --devices spreads only 'kfac' over devices: pass "
                              "--estimator kfac (a Hugging Face decoder) or drop --devices")
+    loaded = None if distributed.launched() else load()
     command = [sys.executable, "-m", "mpsearch", *getattr(args, "_argv", sys.argv[1:])]
     with distributed.session(devices, command) as ranks:
-        yield ranks
+        yield ranks, (load() if loaded is None else loaded)
 
 
 def device_settings(args: argparse.Namespace, settings: dict) -> dict:

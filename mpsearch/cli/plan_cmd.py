@@ -11,8 +11,17 @@ from ..report import comparison_table, site_table, totals_line
 from ..search.local import with_budget
 from ..search.settings import key_value
 from ..sensitivity.streaming import serve
-from ._common import (Inputs, add_data_args, add_device_args, add_model_args, add_scope_args, device_settings, info,
-                      rank_session, scope_kwargs)
+from ._common import (
+    Inputs,
+    add_data_args,
+    add_device_args,
+    add_model_args,
+    add_scope_args,
+    device_settings,
+    info,
+    rank_session,
+    scope_kwargs,
+)
 from ._registry import command
 
 
@@ -62,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print("mpsearch plan: error: the following arguments are required: --budget (or --max-drop) (see --help)",
               file=sys.stderr)
         raise SystemExit(2)
-    with rank_session(args, args.estimator) as ranks:
-        inp = Inputs(args)
+    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
         if ranks is not None and not ranks.main:
             serve(inp.model)  # the other ranks: their blocks of rank 0's estimates; nothing written
             return 0

@@ -45,8 +45,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 @command("sensitivity", "estimate per-site, per-format sensitivity with error bars", arguments)
 def run(args: argparse.Namespace) -> int:
-    with rank_session(args, args.estimator) as ranks:
-        inp = Inputs(args)
+    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
         if ranks is not None and not ranks.main:
             serve(inp.model)  # the other ranks: their blocks of rank 0's estimate; nothing written
             return 0
