@@ -311,14 +311,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--rank-layers", type=int, help=argparse.SUPPRESS)  # set for ranks 1..N-1 of --devices
     args = ap.parse_args(argv)
     devices = distributed.parse_devices(args.devices)
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Fisher accumulators (on every rank)
     if args.rank_layers is not None:
         serve_rank("smoke" if args.smoke else (args.only or ["llama-70b"])[0], args.rank_layers, devices,
                    torch.float32 if args.smoke else torch.bfloat16, args.smoke)
         return pd.DataFrame()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = "cuda" if cuda else "cpu"
-    if cuda:
-        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Fisher accumulators
     st = Steps(cuda)
     if devices is not None:
         key = "smoke" if args.smoke else (args.only or ["llama-70b"])[0]
