@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -265,12 +265,15 @@ def _end(procs: list[subprocess.Popen], wait_s: float = 0.0) -> None:
 
 
 @contextmanager
-def session(devices: list[str] | None, command: list[str] | None = None) -> Iterator[Ranks | None]:
+def session(devices: list[str] | None, command: list[str] | None = None,
+            before: Callable[[], object] | None = None) -> Iterator[Ranks | None]:
     """The ranks of this process for the block (None: one process, nothing started).
 
     Launched by torchrun or a `--devices` run (RANK/WORLD_SIZE set): join as that rank, on `devices[RANK]`
     or else `cuda:LOCAL_RANK` / `cpu`. Else with two or more `devices`: be rank 0 and start the others
-    running `command` (the same command line). Rank 0 tells the others to stop when the block ends."""
+    running `command` (the same command line), then run `before` (loading the model while they start:
+    if it fails they are ended quietly and its error is the one reported). Rank 0 tells the others to
+    stop when the block ends."""
     global _CURRENT
     procs: list[subprocess.Popen] = []
     if launched():
@@ -289,15 +292,19 @@ def session(devices: list[str] | None, command: list[str] | None = None) -> Iter
         rank, world, name, addr, port = 0, len(devices), devices[0], "127.0.0.1", free_port()
         procs = _spawn(command, devices, port)
     else:
+        if before is not None:
+            before()
         yield None
         return
     watch = _Watchdog(procs)
-    watch.start()
     try:
+        if before is not None and not launched():
+            before()
+        watch.start()
         ranks = _init(rank, world, addr, port, torch.device(name))
     except BaseException:
         watch.stopped.set()
-        _end(procs, 5.0)
+        _kill(procs)
         raise
     _CURRENT = ranks
     try:
@@ -305,6 +312,12 @@ def session(devices: list[str] | None, command: list[str] | None = None) -> Iter
     finally:
         _CURRENT = None
         _close(ranks, procs, watch)
+
+
+def _kill(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+    _end(procs, 5.0)
 
 
 def _close(ranks: Ranks, procs: list[subprocess.Popen], watch: _Watchdog) -> None:
@@ -323,6 +336,4 @@ def _close(ranks: Ranks, procs: list[subprocess.Popen], watch: _Watchdog) -> Non
         dist.destroy_process_group()
         _end(procs, 120.0)
     else:
-        for p in procs:
-            p.kill()
-        _end(procs, 5.0)
+        _kill(procs)

@@ -165,10 +165,10 @@ def rank_session(args: argparse.Namespace, estimator: str | None, load) -> Itera
             what = f"estimator {name!r}" if name else "the default estimator of a model that is not a decoder"
             raise UsageError(f"{what} runs in one process; --devices spreads only 'kfac' over devices: pass "
                              "--estimator kfac (a Hugging Face decoder) or drop --devices")
-    loaded = None if distributed.launched() else load()
+    got = []
     command = [sys.executable, "-m", "mpsearch", *getattr(args, "_argv", sys.argv[1:])]
-    with distributed.session(devices, command) as ranks:
-        yield ranks, (load() if loaded is None else loaded)
+    with distributed.session(devices, command, before=lambda: got.append(load())) as ranks:
+        yield ranks, (got[0] if got else load())
 
 
 def device_settings(args: argparse.Namespace, settings: dict) -> dict:
