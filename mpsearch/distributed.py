@@ -278,10 +278,8 @@ def session(devices: list[str] | None, command: list[str] | None = None,
     procs: list[subprocess.Popen] = []
     if launched():
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        if devices is not None and len(devices) != world:
-            raise UsageError(f"--devices names {len(devices)} devices for {world} ranks; name one per rank")
         local = int(os.environ.get("LOCAL_RANK", rank))
-        name = devices[rank] if devices else (f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        name = _device_of(devices, rank, world, local)
         addr, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ["MASTER_PORT"])
         if "MPSEARCH_THREADS" in os.environ:
             torch.set_num_threads(int(os.environ["MPSEARCH_THREADS"]))
@@ -312,6 +310,19 @@ def session(devices: list[str] | None, command: list[str] | None = None,
     finally:
         _CURRENT = None
         _close(ranks, procs, watch)
+
+
+def _device_of(devices: list[str] | None, rank: int, world: int, local: int) -> str:
+    """A launched rank's device: its entry of --devices (one per rank, or one per rank of this host under a
+    multi-host torchrun), else `cuda:LOCAL_RANK`, else `cpu`."""
+    if devices is None:
+        return f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    if len(devices) == world:
+        return devices[rank]
+    if len(devices) == int(os.environ.get("LOCAL_WORLD_SIZE", -1)):
+        return devices[local]
+    raise UsageError(f"--devices names {len(devices)} devices for {world} ranks; name one per rank (or drop "
+                     "--devices under torchrun: each rank takes cuda:LOCAL_RANK)")
 
 
 def _kill(procs: list[subprocess.Popen]) -> None:
