@@ -33,11 +33,25 @@ from typing import Any
 
 import torch
 
-from .errors import UsageError
+from .errors import MpsearchError, UsageError
 
 # a rank waits for the next job while rank 0 loads data and builds its tables: minutes on a large model
 TIMEOUT = timedelta(seconds=float(os.environ.get("MPSEARCH_DIST_TIMEOUT", 4 * 3600)))
 _CURRENT: Ranks | None = None
+
+
+class RankFailed(MpsearchError):
+    """Another rank stopped in the middle of a run (its own message says why)."""
+
+
+@contextmanager
+def _peers() -> Iterator[None]:
+    """A lost connection to another rank, as one line (gloo says "Connection closed by peer")."""
+    try:
+        yield
+    except RuntimeError as e:
+        raise RankFailed(f"another rank stopped ({str(e).strip().splitlines()[0][:160]}); its own message above "
+                         "says why: fix that and rerun") from e
 
 
 def current() -> Ranks | None:
@@ -130,21 +144,24 @@ class Ranks:
         """Wait until every rank is here (e.g. done building its blocks, before rank 0 starts a clock)."""
         import torch.distributed as dist
 
-        dist.barrier(group=self.control)
+        with _peers():
+            dist.barrier(group=self.control)
 
     def submit(self, job) -> None:
         """Rank 0: hand a job to every rank (`next_job` receives it)."""
         import torch.distributed as dist
 
         self.busy = True
-        dist.broadcast_object_list([job], src=0, group=self.control)
+        with _peers():
+            dist.broadcast_object_list([job], src=0, group=self.control)
 
     def next_job(self):
         """The next job from rank 0 (None: stop)."""
         import torch.distributed as dist
 
         box = [None]
-        dist.broadcast_object_list(box, src=0, group=self.control)
+        with _peers():
+            dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
 
     def collect(self, result) -> list | None:
@@ -152,7 +169,8 @@ class Ranks:
         import torch.distributed as dist
 
         out = [None] * self.world if self.main else None
-        dist.gather_object(result, out, dst=0, group=self.control)
+        with _peers():
+            dist.gather_object(result, out, dst=0, group=self.control)
         self.busy = False
         return out
 
@@ -164,8 +182,9 @@ class Ranks:
         self._pending.append((t, dist.isend(t, dst, tag=tag)))
 
     def flush(self) -> None:
-        for _, work in self._pending:
-            work.wait()
+        with _peers():
+            for _, work in self._pending:
+                work.wait()
         self._pending = []
 
     def receive_all(self, likes: list[torch.Tensor], src: int, tag: int) -> list:
@@ -176,7 +195,8 @@ class Ranks:
 
         def waiter(buf, work):
             def get():
-                work.wait()
+                with _peers():
+                    work.wait()
                 return buf
             return get
 
