@@ -20,6 +20,12 @@ weights, the embeddings and head, one micro-batch's activations and one block's 
 first derivatives are taken, so every attention kernel (SDPA included) works.
 
 Ω's standard error is half the difference of the estimates from the even and the odd micro-batches.
+
+Several ranks (`mpsearch.distributed`, `--devices`): a pipeline over blocks. Each rank holds a contiguous
+share of the blocks and rank 0 also the embeddings and the head; boundary activations go from rank to
+rank (`isend`/`irecv`) and gradients come back the same way. Every statistic stays on the one rank that
+owns its block and is accumulated over the micro-batches in order, so no floating-point sum is split
+or reordered, and the table is bitwise the one-process table; rank 0 only concatenates the rows.
 """
 
 from __future__ import annotations
