@@ -3,6 +3,8 @@
     python benchmarks/llm_scale.py                 # GPU: TinyLlama-1.1B, Llama-3-8B, 70B-shaped (few layers)
     python benchmarks/llm_scale.py --only tinyllama --estimators   # every registered estimator too
     python benchmarks/llm_scale.py --smoke         # CPU, tiny shapes (what CI runs)
+    python benchmarks/llm_scale.py --only llama-70b --layers 80 --devices cuda   # every GPU of the host
+    python benchmarks/llm_scale.py --smoke --devices cpu,cpu   # the same code path on 2 gloo processes
 
 Configs (issue 14): TinyLlama-1.1B-shaped, 16×512 tokens with labels, default plan (kfac) end to end
 (target ≤ 60 s, ≤ 24 GB GPU); Llama-3-8B-shaped, 32×1024 tokens (target ≤ 5 min, ≤ 40 GB); a
@@ -10,6 +12,11 @@ Configs (issue 14): TinyLlama-1.1B-shaped, 16×512 tokens with labels, default p
 streamed to the GPU one block at a time: the per-layer sensitivity time and memory at 2 and 4 layers,
 and the projected time for all 80 (linear in the layer count, checked from the two points).
 Random weights are fine for time and memory; quality claims come from the real models.
+
+With `--devices` (issue 17) the kfac sensitivity of the same layers runs on one device (blocks streamed
+from the host) and then spread over the devices (mpsearch.distributed: each rank builds and holds only
+its blocks, rank 0 also the embeddings and head): time, peak GPU memory per rank, the speed-up, and
+whether the two tables are equal (they must be, bitwise).
 """
 
 from __future__ import annotations
@@ -31,8 +38,12 @@ from _markdown import markdown  # noqa: E402
 
 import mpsearch  # noqa: E402
 import mpsearch.hf  # noqa: E402
+from mpsearch import distributed  # noqa: E402
 from mpsearch.data import as_data  # noqa: E402
-from mpsearch.sensitivity import estimator_names  # noqa: E402
+from mpsearch.formats import parse_choices  # noqa: E402
+from mpsearch.objectives import get_objective  # noqa: E402
+from mpsearch.sensitivity import estimator_names, get_estimator  # noqa: E402
+from mpsearch.sensitivity.streaming import serve  # noqa: E402
 
 
 @dataclass
@@ -186,6 +197,107 @@ def stream_layers(st: Steps, key: str, device: str, dtype, micro_batch: int, lay
         print(st.rows[-1], flush=True)
 
 
+def build_part(shape: Shape, layers: int, device: str, dtype: torch.dtype, blocks: range | None = None,
+               head: bool = True, storage: str | None = None):
+    """A Llama-shaped model whose every weight is drawn from a seed of its own name, so a rank can build only
+    its `blocks` (and the embeddings; `head`: the final norm and LM head too) and get the very weights one
+    process builds; the rest stays on the meta device. Drawn on `device`, kept on `storage` (default `device`)."""
+    import zlib
+
+    from torch import nn
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_hidden_layers=layers,
+                      num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, vocab_size=shape.vocab,
+                      max_position_embeddings=4096)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+
+    def kept(name: str) -> bool:
+        if name.startswith("model.layers."):
+            return blocks is None or int(name.split(".")[2]) in blocks
+        return head or not name.startswith(("lm_head.", "model.norm."))
+
+    for name, p in list(model.named_parameters()):
+        if not kept(name):
+            continue
+        gen = torch.Generator(device=device).manual_seed(zlib.crc32(name.encode()))
+        t = (torch.ones(p.shape, device=device) if p.dim() == 1 else
+             torch.randn(p.shape, generator=gen, device=device) * 0.02)
+        mod_name, _, leaf = name.rpartition(".")
+        model.get_submodule(mod_name)._parameters[leaf] = nn.Parameter(t.to(storage or device, dtype),
+                                                                        requires_grad=False)
+    with torch.device(storage or device):  # its buffers are computed, not stored: recompute them off meta
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=cfg)
+    return mpsearch.hf.prepare(model)
+
+
+def _formats(smoke: bool) -> str | None:
+    return "int4,int8,bf16" if smoke else None
+
+
+def _kfac(model, data, micro_batch: int, smoke: bool, **settings):
+    """The kfac estimator on the whole data (the estimator object too: it holds the per-rank figures)."""
+    est = get_estimator("kfac", micro_batch=micro_batch, **settings)
+    table = est.estimate(model, mpsearch.sites(model), parse_choices(_formats(smoke), None), data,
+                         get_objective("cross_entropy"))
+    return est, table
+
+
+def _rank_command(key: str, n: int, devices: list[str], micro_batch: int, smoke: bool) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--rank-layers", str(n), "--devices", ",".join(devices),
+            "--micro-batch", str(micro_batch)] + (["--smoke"] if smoke else ["--only", key])
+
+
+def serve_rank(key: str, n: int, devices: list[str], dtype, smoke: bool) -> None:
+    """Ranks 1..N-1 of a `--devices` run: build this rank's blocks on its device, do rank 0's jobs."""
+    with distributed.session(devices) as ranks:
+        mine = distributed.share(n, ranks.world, ranks.rank)
+        model = build_part(SHAPES[key], n, str(ranks.device), dtype, blocks=mine, head=False)
+        ranks.barrier()  # rank 0 starts its clock once every rank has its blocks
+        serve(model, ranks)
+
+
+def spread_layers(st: Steps, key: str, devices: list[str], dtype, micro_batch: int, layer_counts: list[int],
+                  baseline: bool = True, smoke: bool = False):
+    """The same layers' kfac sensitivity on one device (blocks streamed from the host), then spread over
+    `devices`: seconds, peak GPU memory per rank, the speed-up, and whether the tables are equal."""
+    shape = SHAPES[key]
+    for n in layer_counts:
+        label = f"{shape.name} ({n} of {shape.layers} layers) {shape.samples}x{shape.seq_len}"
+        data = as_data(tokens(shape, "cpu"), batch_size=micro_batch)
+        one = None
+        if baseline:
+            model = st.run(label, "build on host", lambda n=n: build_part(shape, n, devices[0], dtype, storage="cpu"))
+            got = st.run(label, f"sensitivity (kfac, 1 device: {devices[0]})",
+                         lambda m=model, d=data: _kfac(m, d, micro_batch, smoke, device=devices[0]))
+            one, t1 = (got[1] if got else None), st.rows[-1]["seconds"]
+            model = got = None
+            gc.collect()
+        with distributed.session(devices, _rank_command(key, n, devices, micro_batch, smoke)) as ranks:
+            mine = distributed.share(n, ranks.world, 0)
+            model = st.run(label, f"build rank 0's blocks {mine.start}-{mine.stop - 1} on {ranks.device}",
+                           lambda m=mine, n=n: build_part(shape, n, str(ranks.device), dtype, blocks=m))
+            ranks.barrier()
+            got = st.run(label, f"sensitivity (kfac, {len(devices)} devices, blocks pipelined)",
+                         lambda m=model, d=data: _kfac(m, d, micro_batch, smoke))
+        if got is None:
+            continue
+        tn = st.rows[-1]["seconds"]
+        for r in got[0].ranks_:
+            st.rows.append({"model": label, "step": f"rank {r['rank']}: blocks {r['blocks'][0]}-{r['blocks'][1] - 1} "
+                            f"on {r['device']}", "seconds": round(r["seconds"], 2),
+                            "peak_gpu_GB": round(r["peak_gpu_GB"], 2), "peak_host_GB": float("nan"), "error": ""})
+        if one is not None:
+            equal = one.frame.equals(got[1].frame)
+            st.rows.append({"model": label, "step": f"speed-up over 1 device; tables equal: {equal}",
+                            "seconds": round(t1 / max(tn, 1e-9), 2), "peak_gpu_GB": float("nan"),
+                            "peak_host_GB": float("nan"), "error": "" if equal else "tables differ"})
+        print(st.rows[-1], flush=True)
+        model = got = None
+        gc.collect()
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (what CI runs)")
@@ -194,13 +306,26 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--layers", default="2,4", help="70B-shaped layer counts to stream")
     ap.add_argument("--out", type=Path, help="write the table as markdown here")
+    ap.add_argument("--devices", help="also spread the kfac sensitivity over these devices (cuda:0,cuda:1 or cpu,cpu)")
+    ap.add_argument("--no-baseline", action="store_true", help="with --devices: skip the one-device run")
+    ap.add_argument("--rank-layers", type=int, help=argparse.SUPPRESS)  # set for ranks 1..N-1 of --devices
     args = ap.parse_args(argv)
+    devices = distributed.parse_devices(args.devices)
     cuda = torch.cuda.is_available() and not args.smoke
     device = "cuda" if cuda else "cpu"
     if cuda:
-        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Fisher accumulators
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Fisher accumulators (on every rank)
+    if args.rank_layers is not None:
+        serve_rank("smoke" if args.smoke else (args.only or ["llama-70b"])[0], args.rank_layers, devices,
+                   torch.float32 if args.smoke else torch.bfloat16, args.smoke)
+        return pd.DataFrame()
     st = Steps(cuda)
-    if args.smoke:
+    if devices is not None:
+        key = "smoke" if args.smoke else (args.only or ["llama-70b"])[0]
+        spread_layers(st, key, devices, torch.float32 if args.smoke else torch.bfloat16,
+                      2 if args.smoke else args.micro_batch, [int(v) for v in args.layers.split(",")],
+                      baseline=not args.no_baseline, smoke=args.smoke)
+    elif args.smoke:
         plan_on_device(st, "smoke", "cpu", torch.float32, 2, args.estimators, formats="int4,int8,bf16")
         stream_layers(st, "smoke", "cpu", torch.float32, 2, [1, 2])
     else:

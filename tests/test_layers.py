@@ -22,7 +22,7 @@ LAYERS: list[list[list[str]]] = [
     [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.params", "mpsearch.cache_root",
       "mpsearch.io", "mpsearch.model", "mpsearch.data", "mpsearch.budget", "mpsearch.objectives",
       "mpsearch.validate", "mpsearch.coverage", "mpsearch.pytree_types", "mpsearch.static_batch",
-      "mpsearch.hf", "mpsearch.text", "mpsearch.memo"]],
+      "mpsearch.hf", "mpsearch.text", "mpsearch.memo", "mpsearch.distributed"]],
     [["mpsearch.formats"]],
     [["mpsearch.activations", "mpsearch.quantize", "mpsearch.loading", "mpsearch.rounding", "mpsearch.scope"]],
     [["mpsearch.sensitivity"], ["mpsearch.hardware_models"], ["mpsearch.targets"]],

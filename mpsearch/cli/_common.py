@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from .. import distributed
 from ..data import as_data
 from ..errors import MpsearchError, UsageError
 from ..examples import EXAMPLES, load_example
@@ -132,3 +135,46 @@ def add_scope_args(p: argparse.ArgumentParser) -> None:
 
 def scope_kwargs(args: argparse.Namespace) -> dict:
     return {"exclude": getattr(args, "exclude", None), "pin": getattr(args, "pin", None)}
+
+
+# >>> dist: several processes for kfac (mpsearch.distributed)
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", metavar="LIST",
+                   help="spread kfac's decoder blocks over these devices, one process each: cuda:0,cuda:1 (NCCL), "
+                        "cuda (every GPU) or cpu,cpu (gloo); one device: run the blocks there. Under torchrun the "
+                        "ranks come from RANK/WORLD_SIZE")
+    p.add_argument("--world-size", type=int, metavar="N",
+                   help="N processes on --devices' one device (default: N GPUs, or N CPU processes without a GPU)")
+
+
+def _decoder(args: argparse.Namespace) -> bool:
+    """Whether the default estimator of the named model is kfac (a Hugging Face decoder)."""
+    model = getattr(args, "model", None)
+    return is_checkpoint_dir(model) if model else getattr(args, "example", None) == "tiny-decoder"
+
+
+@contextmanager
+def rank_session(args: argparse.Namespace, estimator: str | None, load) -> Iterator[tuple]:
+    """(this process's ranks or None, `load()`) for `--devices` / `--world-size` / torchrun; the other ranks
+    run this same command line. Only `kfac` is spread, so anything else fails before a process starts, and
+    rank 0 loads the model and data before it starts the others, so a bad input is one line, not N."""
+    devices = distributed.parse_devices(getattr(args, "devices", None), getattr(args, "world_size", None))
+    if devices is not None or distributed.launched():
+        name = estimator or ("kfac" if _decoder(args) else None)
+        if name != "kfac":
+            what = f"estimator {name!r}" if name else "the default estimator of a model that is not a decoder"
+            raise UsageError(f"{what} runs in one process; --devices spreads only 'kfac' over devices: pass "
+                             "--estimator kfac (a Hugging Face decoder) or drop --devices")
+    got = []
+    command = [sys.executable, "-m", "mpsearch", *getattr(args, "_argv", sys.argv[1:])]
+    with distributed.session(devices, command, before=lambda: got.append(load())) as ranks:
+        yield ranks, (got[0] if got else load())
+
+
+def device_settings(args: argparse.Namespace, settings: dict) -> dict:
+    """`settings` with kfac's `device` set when --devices names one device."""
+    devices = distributed.parse_devices(getattr(args, "devices", None), getattr(args, "world_size", None))
+    if devices is not None and len(devices) == 1 and not distributed.launched():
+        return {**settings, "device": devices[0]}
+    return settings
+# <<< dist

@@ -10,7 +10,18 @@ from ..planner import PlanConfig, Planner
 from ..report import comparison_table, site_table, totals_line
 from ..search.local import with_budget
 from ..search.settings import key_value
-from ._common import Inputs, add_data_args, add_model_args, add_scope_args, info, scope_kwargs
+from ..sensitivity.streaming import serve
+from ._common import (
+    Inputs,
+    add_data_args,
+    add_device_args,
+    add_model_args,
+    add_scope_args,
+    device_settings,
+    info,
+    rank_session,
+    scope_kwargs,
+)
 from ._registry import command
 
 
@@ -26,6 +37,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
                    help="estimator setting, e.g. tol=0.1, max_probes=32, method=hutchinson; repeat for several")
     p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
+    add_device_args(p)
     p.add_argument("--search", default="local",
                    help="searcher: local (default: ILP, then measured local search), ilp, refine, optuna")
     p.add_argument("--max-evals", type=int, metavar="N", help="local search: measure at most N plans (default 100)")
@@ -59,8 +71,16 @@ def run(args: argparse.Namespace) -> int:
         print("mpsearch plan: error: the following arguments are required: --budget (or --max-drop) (see --help)",
               file=sys.stderr)
         raise SystemExit(2)
-    inp = Inputs(args)
-    cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=dict(args.estimator_option),
+    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
+        if ranks is not None and not ranks.main:
+            serve(inp.model)  # the other ranks: their blocks of rank 0's estimates; nothing written
+            return 0
+        return _run(args, inp)
+
+
+def _run(args: argparse.Namespace, inp: Inputs) -> int:
+    cfg = PlanConfig(formats=args.formats, estimator=args.estimator,
+                     estimator_settings=device_settings(args, dict(args.estimator_option)),
                      search=args.search, hardware=args.hardware,
                      search_settings=with_budget(args.search_option, args.max_evals, args.time_limit),
                      objective=args.objective or inp.objective, seed=args.seed, guard_uniform=not args.no_guard,

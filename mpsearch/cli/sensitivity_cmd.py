@@ -9,7 +9,8 @@ from ..io import atomic_write_text
 from ..planner import PlanConfig, Planner
 from ..search.settings import key_value
 from ..sensitivity import estimator_names
-from ._common import Inputs, add_data_args, add_model_args, info
+from ..sensitivity.streaming import serve
+from ._common import Inputs, add_data_args, add_device_args, add_model_args, device_settings, info, rank_session
 from ._registry import command
 
 
@@ -37,14 +38,22 @@ def arguments(p: argparse.ArgumentParser) -> None:
              "in plan, pareto and autotune)",
     )
     p.add_argument("--seed", type=int, default=0)
+    add_device_args(p)
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reusing the cache")
     p.add_argument("-o", "--output", default="sensitivity.csv", help="where to write the table (CSV)")
 
 
 @command("sensitivity", "estimate per-site, per-format sensitivity with error bars", arguments)
 def run(args: argparse.Namespace) -> int:
-    inp = Inputs(args)
-    settings = dict(args.settings)
+    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
+        if ranks is not None and not ranks.main:
+            serve(inp.model)  # the other ranks: their blocks of rank 0's estimate; nothing written
+            return 0
+        return _run(args, inp)
+
+
+def _run(args: argparse.Namespace, inp: Inputs) -> int:
+    settings = device_settings(args, dict(args.settings))
     if args.tol is not None:
         settings["tol"] = args.tol
     cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=settings,

@@ -20,19 +20,27 @@ weights, the embeddings and head, one micro-batch's activations and one block's 
 first derivatives are taken, so every attention kernel (SDPA included) works.
 
 Ω's standard error is half the difference of the estimates from the even and the odd micro-batches.
+
+Several ranks (`mpsearch.distributed`, `--devices`): a pipeline over blocks. Each rank holds a contiguous
+share of the blocks and rank 0 also the embeddings and the head; boundary activations go from rank to
+rank (`isend`/`irecv`) and gradients come back the same way. Every statistic stays on the one rank that
+owns its block and is accumulated over the micro-batches in order, so no floating-point sum is split
+or reordered, and the table is bitwise the one-process table; rank 0 only concatenates the rows.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..data import CalibrationData, _slice, _to
 from ..errors import UsageError
 from ..formats import Choice
@@ -140,110 +148,50 @@ class StreamingKFAC(Estimator):
 
     Settings: `micro_batch` (sequences per pass, default 4), `device` (where blocks run: default the
     model's device), `store` (where boundary activations wait: `cpu` or `device`, default `cpu` when
-    `device` differs from the model's, else `device`).
+    `device` differs from the model's, else `device`), `schedule` (`blocks`: one block on the device at a
+    time, its statistics freed once scored; `micro-batches`: all of a rank's blocks resident and the
+    micro-batches flowing through the ranks concurrently, which is what makes several ranks faster, at
+    the memory of all its blocks and their statistics; default `micro-batches` over several ranks, else
+    `blocks`). The schedule reorders the work and changes no number. Over several ranks
+    (`mpsearch.distributed`), rank 0 calls `estimate` and the other ranks `serve`.
     """
 
     name = "kfac"
     micro_batch: int = 4
     device: str | None = None
     store: str | None = None
+    schedule: str | None = None
+
+    def recorded_params(self) -> dict:
+        """`schedule` reorders the work without changing a number (a test checks it): not in the cache key."""
+        return {k: v for k, v in super().recorded_params().items() if k != "schedule"}
 
     def estimate(self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective,
                  seed: int = 0) -> SensitivityTable:
-        """Forward through the blocks, the head, the blocks in reverse, then the embeddings. Long because
-        the passes share one try/finally that puts every weight back where it was and restores
-        `requires_grad`, whatever fails in between."""
-        from ..hf import decoder_layers
-
         if any(c.act is not None for c in choices):
             raise UsageError("estimator 'kfac' scores weight formats only; drop the WEIGHT:ACT choices or use 'fisher'")
-        home = next(model.parameters()).device
-        device = torch.device(self.device or home)
-        store = self.store or ("cpu" if device != home else "device")
-        store = device if store == "device" else torch.device(store)
         mb = int(self.micro_batch)
         if mb < 1:
             raise UsageError(f"micro_batch must be positive (got {mb})")
-        layers = decoder_layers(model)
-        norm, head = _head(model)
-        gen = torch.Generator(device=device).manual_seed(seed)
-        micro = [_to(_slice(b.x, i, i + mb), device) for b in data for i in range(0, b.size, mb)]
-        progress = bool(self.progress)
+        if self.schedule not in (None, "blocks", "micro-batches"):
+            raise UsageError(f"kfac schedule {self.schedule!r} is not one of blocks, micro-batches; pick one")
+        job = _Job({k: v for k, v in self.get_params().items() if k != "progress"}, list(sites), list(choices),
+                   [_slice(b.x, i, i + mb) for b in data for i in range(0, b.size, mb)], seed)
+        ranks = distributed.current()
+        if ranks is None:
+            rows = _Pass(self, model, job, None).run()
+        else:
+            if self.device is not None:
+                raise UsageError("kfac's device setting names one device, and with --devices every rank has its "
+                                 "own; drop --set device=")
+            from ..hf import decoder_layers
 
-        params = dict(model.named_parameters())
-        site_of = {id(params[s.param]): s for s in sites}
-        linear: dict[str, list[_Linear]] = {}
-        for _, mod in model.named_modules():
-            w = getattr(mod, "weight", None)
-            if isinstance(w, torch.Tensor) and id(w) in site_of and (
-                    isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"):
-                linear.setdefault(site_of[id(w)].name, []).append(_Linear(mod, type(mod).__name__ == "Conv1D"))
-        diagonal = {s.name: _Diagonal(params[s.param]) for s in sites
-                    if s.name not in linear or s.kind in ("embedding", "experts")}
-        in_layer = [{s.name for s in sites if any(p is params[s.param] for p in layer.parameters())}
-                    for layer in layers]
-        tokens = [0, 0]
-        rows: list[dict] = []
-
-        requires = {n: p.requires_grad for n, p in params.items()}
-        for p in params.values():
-            p.requires_grad_(False)
-        try:
-            _place(model, layers, device)  # everything but the blocks; the blocks visit one at a time
-            h, kw = self._capture(model, layers, micro)
-            for i, n in enumerate(micro):
-                tokens[i % 2] += int(math.prod(n["input_ids"].shape) if isinstance(n, dict) and "input_ids" in n
-                                     else batch_size_of(n))
-            acts = [[_to(t, store) for t in h]]
-            bar = _bar(progress, 2 * len(layers) + 2, "kfac blocks")
-            with torch.no_grad():
-                for layer in layers:
-                    layer.to(device)
-                    acts.append([_to(_first(k(layer, _to(x, device))), store) for x, k in zip(acts[-1], kw)])
-                    layer.to(home)
-                    bar.update(1)
-            grads = self._head(norm, head, acts.pop(), linear, sites, gen, device, store)
-            self._score(model, [s for s in sites if s.name in linear and _only_in(s, head, params)], choices,
-                        linear, diagonal, tokens, rows)
-            bar.update(1)
-            for i in reversed(range(len(layers))):
-                layer = layers[i].to(device)
-                names = in_layer[i]
-                stats = [st for s in names for st in linear.get(s, [])]
-                diag = [diagonal[s] for s in names if s in diagonal]
-                for p in (d.param for d in diag):
-                    p.requires_grad_(True)
-                with ExitStack() as stack:
-                    for st in stats:
-                        st.attach()
-                        stack.callback(st.detach)
-                    xs = acts.pop()
-                    for j, (x, k) in enumerate(zip(xs, kw)):
-                        for st in stats:
-                            st.half = j % 2
-                        x = _to(x, device).requires_grad_(True)
-                        out = _first(k(layer, x))
-                        got = torch.autograd.grad(out, [x] + [d.param for d in diag], _to(grads[j], device),
-                                                  allow_unused=True)
-                        grads[j] = _to(got[0], store)
-                        for d, g in zip(diag, got[1:]):
-                            if g is not None:
-                                d.add(g, j % 2)
-                for p in (d.param for d in diag):
-                    p.requires_grad_(False)
-                self._score(model, [s for s in sites if s.name in names], choices, linear, diagonal, tokens, rows)
-                layer.to(home)
-                bar.update(1)
-            self._embeddings(model, layers, micro, grads, diagonal, sites, in_layer)
-            done = {r["site"] for r in rows}
-            self._score(model, [s for s in sites if s.name not in done], choices, linear, diagonal, tokens, rows)
-            bar.update(1)
-            bar.close()
-        finally:
-            for n, p in params.items():
-                p.requires_grad_(requires[n])
-            _place(model, layers, home)
-            layers.to(home)
+            _head(model)  # what would fail on every rank fails here, before the others are busy
+            distributed.share(len(decoder_layers(model)), ranks.world, 0)
+            ranks.submit(replace(job, micro=[_to(x, "cpu") for x in job.micro]))
+            parts = ranks.collect(_work(self, model, job, ranks))
+            self.ranks_ = [{k: v for k, v in vars(p).items() if k != "rows"} for p in parts]
+            rows = [r for p in parts for r in p.rows]
         frame = pd.DataFrame(rows)
         order = {s.name: i for i, s in enumerate(sites)}
         frame = frame.sort_values("site", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
@@ -274,68 +222,310 @@ class StreamingKFAC(Estimator):
             handle.remove()
         return hs, kws
 
-    @staticmethod
-    def _head(norm, head, hidden, linear, sites, gen, device, store):
-        """Sample next tokens from the model, and return d(Σ token losses)/d(last hidden state) per micro-batch."""
-        stats = [st for st_list in linear.values() for st in st_list if st.module is head]
+
+@dataclass
+class _Job:
+    """What rank 0 hands every rank for one estimate (the model each rank has already)."""
+
+    settings: dict
+    sites: list[Site]
+    choices: list[Choice]
+    micro: list
+    seed: int
+
+
+@dataclass
+class _Result:
+    """One rank's rows of a job, and what it cost there."""
+
+    rank: int
+    device: str
+    blocks: tuple[int, int]
+    seconds: float
+    peak_gpu_GB: float
+    rows: list[dict]
+
+
+def _work(est: StreamingKFAC, model: nn.Module, job: _Job, ranks) -> _Result:
+    """This rank's part of `job`, timed, with its peak device memory."""
+    device = ranks.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    run = _Pass(est, model, job, ranks)
+    rows = run.run()
+    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0
+    return _Result(ranks.rank, str(device), (run.mine.start, run.mine.stop), time.perf_counter() - t, peak, rows)
+
+
+def serve(model: nn.Module, ranks=None) -> int:
+    """Ranks other than 0: do the `kfac` jobs rank 0 hands out until it says stop; the number of jobs.
+    `model` is this rank's copy (only its blocks' weights are read, and the embeddings for the masks)."""
+    from ..hf import prepare
+
+    ranks = ranks or distributed.current()
+    if ranks is None or ranks.main:
+        raise UsageError("serve() is for ranks other than 0; rank 0 calls the estimator")
+    model = prepare(model)  # the attention kernel and mode rank 0's Planner uses
+    done = 0
+    while (job := ranks.next_job()) is not None:
+        ranks.collect(_work(StreamingKFAC(**job.settings, progress=False), model, job, ranks))
+        done += 1
+    return done
+
+
+# message tags: block outputs to the next rank, the last block's to rank 0's head, the head's gradients to
+# the last rank, gradients to the previous rank
+_FWD, _FINAL, _GRAD, _BACK = 1, 2, 3, 4
+
+
+def _ready(tensors: list) -> list:
+    """Tensors already here, in the shape of `Ranks.receive_all`'s answer."""
+    return [lambda t=t: t for t in tensors]
+
+
+class _Pass:
+    """One rank's share of one estimate (in one process: all of it): its blocks, their statistics, the
+    boundary activations; rank 0 also the embeddings, the head and the sites outside the blocks.
+
+    Every statistic is accumulated by exactly one rank, over the micro-batches in order, with the ops one
+    process would run on the same inputs: so the table does not depend on the number of ranks (bitwise,
+    on devices of one kind); rank 0 only concatenates rows. No reduction crosses ranks."""
+
+    def __init__(self, est: StreamingKFAC, model: nn.Module, job: _Job, ranks):
+        from ..hf import decoder_layers
+
+        self.model, self.sites, self.choices, self.ranks = model, job.sites, job.choices, ranks
+        self.rank, self.world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
+        self.layers = decoder_layers(model)
+        self.mine = distributed.share(len(self.layers), self.world, self.rank)
+        self.home = next(model.parameters()).device
+        self.homes = {i: next(self.layers[i].parameters()).device for i in self.mine}
+        self.device = ranks.device if ranks is not None else torch.device(est.device or self.home)
+        store = est.store or ("cpu" if self.device != self.home else "device")
+        self.store = self.device if store == "device" else torch.device(store)
+        self.resident = (est.schedule or ("micro-batches" if self.world > 1 else "blocks")) == "micro-batches"
+        self.norm, self.head = _head(model)
+        self.gen = torch.Generator(device=self.device).manual_seed(job.seed)
+        self.micro = [_to(x, self.device) for x in job.micro]
+        self.tokens = [0, 0]
+        for i, x in enumerate(self.micro):
+            self.tokens[i % 2] += int(math.prod(x["input_ids"].shape) if isinstance(x, dict) and "input_ids" in x
+                                      else batch_size_of(x))
+        self._statistics(job.sites)
+        self.rows: list[dict] = []
+        self.open: dict[int, ExitStack] = {}
+        self.bar = _bar(bool(est.progress) and self.rank == 0, 2 * len(self.mine) + 2, "kfac blocks")
+
+    def _statistics(self, sites: list[Site]) -> None:
+        self.params = params = dict(self.model.named_parameters())
+        site_of = {id(params[s.param]): s for s in sites}
+        self.linear: dict[str, list[_Linear]] = {}
+        for _, mod in self.model.named_modules():
+            w = getattr(mod, "weight", None)
+            if isinstance(w, torch.Tensor) and id(w) in site_of and (
+                    isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"):
+                self.linear.setdefault(site_of[id(w)].name, []).append(
+                    _Linear(mod, type(mod).__name__ == "Conv1D"))
+        self.diagonal = {s.name: _Diagonal(params[s.param]) for s in sites
+                         if s.name not in self.linear or s.kind in ("embedding", "experts")}
+        self.in_layer = [{s.name for s in sites if any(p is params[s.param] for p in layer.parameters())}
+                         for layer in self.layers]
+
+    def run(self) -> list[dict]:
+        """Forward through this rank's blocks, the head (rank 0), the blocks in reverse, the embeddings
+        (rank 0); every weight goes back where it was and `requires_grad` is restored, whatever fails."""
+        requires = {n: p.requires_grad for n, p in self.params.items()}
+        for p in self.params.values():
+            p.requires_grad_(False)
+        ends = () if self.rank == 0 else (self.norm, self.head)  # the other ranks need only the embeddings
+        try:
+            _place(self.model, self.layers, self.device, skip=ends)
+            for i in self.mine if self.resident else ():
+                self.layers[i].to(self.device)
+            h, self.kw = StreamingKFAC._capture(self.model, self.layers, self.micro)
+            finals = self.forward(h)
+            grads = self.head_pass(finals, h) if self.rank == 0 else None
+            grads = self.backward(grads, h)
+            if self.rank == 0:
+                self.embeddings(grads)
+                elsewhere = set().union(*(self.in_layer[i] for i in range(len(self.layers)) if i not in self.mine))
+                done = {r["site"] for r in self.rows} | elsewhere
+                self.score([s for s in self.sites if s.name not in done])
+                self.bar.update(1)
+            self.bar.close()
+        finally:
+            for stack in self.open.values():
+                stack.close()
+            for n, p in self.params.items():
+                p.requires_grad_(requires[n])
+            _place(self.model, self.layers, self.home, skip=ends)
+            for i in self.mine:
+                self.layers[i].to(self.homes[i])
+        return self.rows
+
+    def order(self, reverse: bool) -> list[tuple[int, int]]:
+        """(block, micro-batch) steps: block by block, or each micro-batch through every block in turn."""
+        blocks = list(reversed(self.mine)) if reverse else list(self.mine)
+        mbs = range(len(self.micro))
+        return [(i, j) for j in mbs for i in blocks] if self.resident else [(i, j) for i in blocks for j in mbs]
+
+    def _enter(self, i: int, j: int) -> nn.Module:
+        if j == 0 and not self.resident:
+            self.layers[i].to(self.device)
+        return self.layers[i]
+
+    def _leave(self, i: int, j: int) -> None:
+        if j == len(self.micro) - 1:
+            if not self.resident:
+                self.layers[i].to(self.homes[i])
+            self.bar.update(1)
+
+    def forward(self, h: list) -> list:
+        """Every micro-batch through this rank's blocks without gradients, each block's inputs kept on
+        `store` for the backward. The last block's outputs go to the next rank (from the last rank, to
+        rank 0's head); in one process they are returned."""
+        n, lo, hi = len(self.micro), self.mine.start, self.mine.stop
+        inbox = _ready(h) if self.rank == 0 else self.ranks.receive_all(h, self.rank - 1, _FWD)
+        self.acts = {i: [None] * n for i in self.mine}
+        out = [None] * n
+        last = self.rank == self.world - 1
+        with torch.no_grad():
+            for i, j in self.order(reverse=False):
+                layer = self._enter(i, j)
+                if i == lo:
+                    self.acts[i][j] = _to(inbox[j](), self.store)
+                y = _first(self.kw[j](layer, _to(self.acts[i][j], self.device)))
+                if i + 1 < hi:
+                    self.acts[i + 1][j] = _to(y, self.store)
+                elif self.world == 1:
+                    out[j] = _to(y, self.store)
+                else:
+                    self.ranks.send(y, 0 if last else self.rank + 1, _FINAL if last else _FWD)
+                self._leave(i, j)
+        if self.ranks is not None:
+            self.ranks.flush()
+        return out
+
+    def head_pass(self, finals: list, h: list) -> list | None:
+        """Sample next tokens from the model and take d(Σ token losses)/d(last hidden state) per
+        micro-batch, then score the head's sites. Over several ranks the last block's outputs come from
+        the last rank and the gradients go back to it."""
+        inbox = _ready(finals) if self.world == 1 else self.ranks.receive_all(h, self.world - 1, _FINAL)
+        stats = [st for st_list in self.linear.values() for st in st_list if st.module is self.head]
         grads = []
         with ExitStack() as stack:
             for st in stats:
                 st.attach()
                 stack.callback(st.detach)
-            for j, hl in enumerate(hidden):
+            for j in range(len(self.micro)):
                 for st in stats:
                     st.half = j % 2
-                x = _to(hl, device).requires_grad_(True)
-                logits = head(norm(x)).float()
+                x = _to(inbox[j](), self.device).requires_grad_(True)
+                logits = self.head(self.norm(x)).float()
                 flat = logits.reshape(-1, logits.shape[-1])
                 with torch.no_grad():
-                    y = torch.multinomial(flat.softmax(-1), 1, generator=gen).reshape(-1)
-                loss = F.cross_entropy(flat, y, reduction="sum")
-                grads.append(_to(torch.autograd.grad(loss, x)[0], store))
-        return grads
+                    y = torch.multinomial(flat.softmax(-1), 1, generator=self.gen).reshape(-1)
+                g = torch.autograd.grad(F.cross_entropy(flat, y, reduction="sum"), x)[0]
+                if self.world == 1:
+                    grads.append(_to(g, self.store))
+                else:
+                    self.ranks.send(g, self.world - 1, _GRAD)
+        self.score([s for s in self.sites if s.name in self.linear and _only_in(s, self.head, self.params)])
+        self.bar.update(1)
+        return grads if self.world == 1 else None
 
-    def _embeddings(self, model, layers, micro, grads, diagonal, sites, in_layer):
+    def backward(self, grads: list | None, h: list) -> list:
+        """This rank's blocks in reverse, each recomputed with gradients on the micro-batches in order,
+        accumulating its sites' statistics; a block's sites are scored once its last micro-batch is done.
+        Returns the gradients at the first block's input (rank 0 needs them for the embeddings)."""
+        n, lo, hi = len(self.micro), self.mine.start, self.mine.stop
+        last = self.rank == self.world - 1
+        inbox = _ready(grads) if self.world == 1 else self.ranks.receive_all(
+            h, 0 if last else self.rank + 1, _GRAD if last else _BACK)
+        g = [None] * n
+        for i, j in self.order(reverse=True):
+            layer = self._enter(i, j)
+            names = self.in_layer[i]
+            diag = [self.diagonal[s] for s in names if s in self.diagonal]
+            stats = [st for s in names for st in self.linear.get(s, [])]
+            if j == 0:
+                self.open[i] = self._attach(stats, diag)
+            if i == hi - 1:
+                g[j] = inbox[j]()
+            for st in stats:
+                st.half = j % 2
+            x = _to(self.acts[i][j], self.device).requires_grad_(True)
+            self.acts[i][j] = None
+            out = _first(self.kw[j](layer, x))
+            got = torch.autograd.grad(out, [x] + [d.param for d in diag], _to(g[j], self.device), allow_unused=True)
+            g[j] = _to(got[0], self.store)
+            for d, gd in zip(diag, got[1:]):
+                if gd is not None:
+                    d.add(gd, j % 2)
+            if i == lo and self.rank > 0:
+                self.ranks.send(got[0], self.rank - 1, _BACK)
+                g[j] = None
+            if j == n - 1:
+                self.open.pop(i).close()
+                self.score([s for s in self.sites if s.name in names])
+            self._leave(i, j)
+        if self.ranks is not None:
+            self.ranks.flush()
+        return g
+
+    @staticmethod
+    def _attach(stats: list[_Linear], diag: list[_Diagonal]) -> ExitStack:
+        """Hooks on a block's linear sites and gradients on its other parameters, undone on close."""
+        stack = ExitStack()
+        for st in stats:
+            st.attach()
+            stack.callback(st.detach)
+        for d in diag:
+            d.param.requires_grad_(True)
+            stack.callback(d.param.requires_grad_, False)
+        return stack
+
+    def embeddings(self, grads: list) -> None:
         """Diagonal Fisher of the sites before the first block (token and position embeddings)."""
-        inside = set().union(*in_layer)
-        pre = [diagonal[s.name] for s in sites if s.name in diagonal and s.name not in inside]
+        inside = set().union(*self.in_layer)
+        pre = [self.diagonal[s.name] for s in self.sites if s.name in self.diagonal and s.name not in inside]
         if not pre:
             return
         for d in pre:
             d.param.requires_grad_(True)
         try:
-            for j, x in enumerate(micro):
-                (h0,), _ = self._capture(model, layers, [x], grad=True)
+            for j, x in enumerate(self.micro):
+                (h0,), _ = StreamingKFAC._capture(self.model, self.layers, [x], grad=True)
                 if not h0.requires_grad:
                     continue
                 got = torch.autograd.grad(h0, [d.param for d in pre], _to(grads[j], h0.device), allow_unused=True)
-                for d, g in zip(pre, got):
-                    if g is not None:
-                        d.add(g, j % 2)
+                for d, gd in zip(pre, got):
+                    if gd is not None:
+                        d.add(gd, j % 2)
         finally:
             for d in pre:
                 d.param.requires_grad_(False)
 
-    @staticmethod
-    def _score(model, todo: list[Site], choices, linear, diagonal, tokens, rows) -> None:
+    def score(self, todo: list[Site]) -> None:
         """Ω rows for `todo` (statistics complete), then free their accumulators."""
         for s in todo:
-            w = model.get_parameter(s.param).detach()
-            for c in choices:
+            w = self.model.get_parameter(s.param).detach()
+            for c in self.choices:
                 dw = (c.weight.quantize(w) - w).float()
                 om, se = 0.0, 0.0
-                for st in linear.get(s.name, []):
+                for st in self.linear.get(s.name, []):
                     if st.n[0] or st.n[1]:
                         o, e = st.omega(dw)
                         om, se = om + o, math.hypot(se, e)
-                if s.name in diagonal and diagonal[s.name].F[0] is not None:
-                    o, e = diagonal[s.name].omega(dw, tokens)
+                if s.name in self.diagonal and self.diagonal[s.name].F[0] is not None:
+                    o, e = self.diagonal[s.name].omega(dw, self.tokens)
                     om, se = om + o, math.hypot(se, e)
-                rows.append({"site": s.name, "format": c.name, "omega": om, "omega_se": se})
-            for st in linear.get(s.name, []):
+                self.rows.append({"site": s.name, "format": c.name, "omega": om, "omega_se": se})
+            for st in self.linear.get(s.name, []):
                 st.A, st.G = [None, None], [None, None]
-            if s.name in diagonal:
-                diagonal[s.name].F = [None, None]
+            if s.name in self.diagonal:
+                self.diagonal[s.name].F = [None, None]
 
 
 def _only_in(site: Site, module: nn.Module, params: dict) -> bool:
@@ -343,9 +533,10 @@ def _only_in(site: Site, module: nn.Module, params: dict) -> bool:
     return any(p is params[site.param] for p in module.parameters()) and not site.kind == "embedding"
 
 
-def _place(model: nn.Module, layers: nn.Module, device) -> None:
-    """Move every parameter and buffer outside `layers` to `device` (the blocks stay where they are)."""
-    inside = {id(m) for m in layers.modules()}
+def _place(model: nn.Module, layers: nn.Module, device, skip: tuple = ()) -> None:
+    """Move every parameter and buffer outside `layers` (and the modules `skip`) to `device` (the blocks
+    stay where they are)."""
+    inside = {id(m) for m in layers.modules()} | {id(m) for s in skip for m in s.modules()}
     for mod in model.modules():
         if id(mod) in inside:
             continue
