@@ -168,12 +168,12 @@ def _module_sites(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
 
 def _functional_weights(model: nn.Module) -> dict[str, str]:
     """Weights whose module calls the op itself rather than through a Linear submodule, found by type when
-    there is no example to trace: HF `Conv1D` (addmm, weight (in, out)) and `nn.MultiheadAttention`'s
-    input projections. They are sites with an example too, so a plan's check must find them without."""
+    there is no example to trace: HF `Conv1D` (addmm, weight (in, out)), HF MoE routers (`*Router`,
+    F.linear) and `nn.MultiheadAttention`'s input projections. They are sites with an example too, so a plan's check must find them without."""
     by_param = {id(p): n for n, p in model.named_parameters()}
     out: dict[str, str] = {}
     for _, mod in model.named_modules():
-        if type(mod).__name__ == "Conv1D":
+        if type(mod).__name__ == "Conv1D" or type(mod).__name__.endswith("Router"):  # HF MoE router: F.linear
             ws = [getattr(mod, "weight", None)]
         elif isinstance(mod, nn.MultiheadAttention):
             ws = [getattr(mod, a, None) for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")]

@@ -49,9 +49,11 @@ def zoo(tmp_path_factory):
 
 def model_in(entry: Entry, form: str):
     """A fresh model of `form`: the nn.Module itself, or the `.pt2` loaded as mpsearch loads it."""
+    import copy
+
     from mpsearch.loading import load_model
 
-    return entry.zoo.model if form == "module" else load_model(entry.paths[form]).module
+    return copy.deepcopy(entry.zoo.model) if form == "module" else load_model(entry.paths[form]).module
 
 
 def labelled(entry: Entry, n: int = 8):

@@ -171,7 +171,7 @@ class _Logits(nn.Module):
 
 def _hf(kind: str):
     import transformers
-    from mpsearch.hf import prepare
+
 
     transformers.logging.set_verbosity_error()
     common = dict(vocab_size=40, bos_token_id=0, eos_token_id=0, pad_token_id=0)
