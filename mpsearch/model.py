@@ -169,7 +169,8 @@ def _module_sites(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
 def _functional_weights(model: nn.Module) -> dict[str, str]:
     """Weights whose module calls the op itself rather than through a Linear submodule, found by type when
     there is no example to trace: HF `Conv1D` (addmm, weight (in, out)), HF MoE routers (`*Router`,
-    F.linear) and `nn.MultiheadAttention`'s input projections. They are sites with an example too, so a plan's check must find them without."""
+    F.linear) and `nn.MultiheadAttention`'s input projections. They are sites with an example too, so a
+    plan's check (which has no example) must find them."""
     by_param = {id(p): n for n, p in model.named_parameters()}
     out: dict[str, str] = {}
     for _, mod in model.named_modules():

@@ -80,15 +80,14 @@ def _exact_traces(model, x, y) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize(("model_name", "form"), [("shared", "module"), ("shared", "static"), ("mha", "module"),
-                                                  ("mha", "dynamic")])
-def test_default_estimator_is_within_its_error_of_the_exact_hessian(zoo, model_name, form):
+@pytest.mark.parametrize(("model_name", "form", "probes"), [("shared", "static", 64), ("mha", "module", 400)])
+def test_default_estimator_is_within_its_error_of_the_exact_hessian(zoo, model_name, form, probes):
     """The shared weight is used twice (Hutchinson, not the GGN); MHA's softmax too: traces within 4 se."""
     entry = zoo(model_name)
     x, y = labelled(entry)
     exact = _exact_traces(entry.zoo.model, x, y)
     table = mpsearch.sensitivity(model_in(entry, form), (x, y), formats="int4,int8", cache=False, tol=0.05,
-                                 max_probes=400)
+                                 max_probes=probes)
     info = table.site_info.set_index("site")
     assert set(info.index) == set(exact)
     for site, want in exact.items():
