@@ -62,6 +62,18 @@ def _index(x, idx):
     return x[idx]
 
 
+def _join(parts: list):
+    """Rows of several batches' inputs (a tensor, a tuple or a dict of them; None if absent) as one."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in first}
+    if isinstance(first, (tuple, list)):
+        return type(first)(torch.cat([p[i] for p in parts]) for i in range(len(first)))
+    return torch.cat(parts)
+
+
 def _tensor(v, what: str) -> torch.Tensor:
     if not isinstance(v, torch.Tensor):
         a = np.asarray(v)
@@ -161,6 +173,13 @@ class CalibrationData:
                 out.append(Batch(_index(b.x, local), None if b.y is None else b.y[local],
                                  None if b.ref is None else b.ref[local]))
         return CalibrationData(out)
+
+    def rebatched(self, size: int) -> CalibrationData:
+        """The same samples in order, in batches of exactly `size` (the last n mod size are left out)."""
+        x, y, ref = (_join([getattr(b, f) for b in self.batches]) for f in ("x", "y", "ref"))
+        keep = self.num_samples - self.num_samples % size
+        return CalibrationData([Batch(_slice(x, i, i + size), None if y is None else y[i:i + size],
+                                      None if ref is None else ref[i:i + size]) for i in range(0, keep, size)])
 
     def digest(self) -> str:
         """A content hash, so cached sensitivities are keyed by the data they were computed on."""

@@ -21,6 +21,7 @@ from torch import nn
 from . import static_batch
 from .errors import ModelLoadError, UsageError
 from .io import atomic_write
+from .model import tie_aliases
 
 
 @dataclass
@@ -51,6 +52,17 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelLoadError(f"{str(path)!r} does not hold a state dict (name -> tensor)")
     return sd
+
+
+def _load_state(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """`load_state_dict`, where a tied weight may be stored under one of its names only (as we save it)."""
+    aliases = tie_aliases(model)
+    sd = {k: v for k, v in sd.items() if not (k in aliases and aliases[k] in sd)}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (k in aliases and aliases[k] in sd)]
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise RuntimeError(f"{what} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
 
 
 def _factory(spec: str) -> nn.Module:
@@ -140,7 +152,7 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
     if factory:
         model = _factory(factory)
         try:
-            model.load_state_dict(_state_dict(p))
+            _load_state(model, _state_dict(p))
         except RuntimeError as e:
             raise ModelLoadError(f"the state dict in {str(p)!r} does not fit the model from {factory!r} "
                                  f"({_first_line(e)})") from e
@@ -162,6 +174,7 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
                                  "create it with torch.export.save (a model whose outputs are custom "
                                  "classes needs them registered with torch.utils._pytree first)") from e
         gm = ep.module()
+        tie_aliases(gm)  # a tied weight loads as two Parameters over one buffer: one, as in the nn.Module
         static_batch.adapt(gm)  # a static-batch export takes any number of rows (padded / chunked)
         return LoadedModel(gm, "pt2", str(p), ep)
     if p.suffix == ".safetensors":
@@ -188,7 +201,7 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, factory: str | N
 
 def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
     """Write `model` (the quantized copy of `loaded.module`) in the form it was loaded from."""
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # every alias of a tied weight
     if loaded.kind == "hf":  # llm: a checkpoint directory in, a checkpoint directory out
         import shutil
 
@@ -207,9 +220,12 @@ def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
             from .activations import has_act_nodes, reexport
 
             ep = reexport(model, loaded.program) if has_act_nodes(model) else loaded.program
+            copies: dict[int, nn.Parameter] = {}  # one copy per tensor: tied aliases stay one storage
             for name in list(ep.state_dict):
                 if name in params:
-                    ep.state_dict[name] = nn.Parameter(params[name].detach().clone(), requires_grad=False)
+                    p = params[name]
+                    ep.state_dict[name] = copies.setdefault(
+                        id(p), nn.Parameter(p.detach().clone(), requires_grad=False))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 torch.export.save(ep, tmp)
@@ -218,7 +234,8 @@ def save_model(loaded: LoadedModel, model: nn.Module, out: str | Path) -> Path:
         elif Path(out).suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
+            aliases = tie_aliases(model)  # safetensors refuses shared tensors: a tied weight is stored once
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in aliases}, tmp)
         else:
             torch.save(model.state_dict(), tmp)
 

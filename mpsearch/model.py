@@ -115,6 +115,39 @@ def batch_size_of(x) -> int:
     return int(x.shape[0])
 
 
+def _alias_key(t: torch.Tensor):
+    """Two parameters with this key are one tensor: same buffer, offset, shape, strides and dtype."""
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()),
+            t.dtype)
+
+
+def tie_aliases(model: nn.Module) -> dict[str, str]:
+    """Make parameters that share one storage one Parameter, named by its first path; returns alias ->
+    that name. A loaded `.pt2` of a tied model (GPT-2's `lm_head` = `wte`) comes back as two Parameters
+    over one buffer, so `named_parameters()` would list the shared weight twice: once tied (in place;
+    the function computed is unchanged), every form gives the nn.Module's one name, fingerprint and size."""
+    first: dict[tuple, tuple[str, nn.Parameter]] = {}
+    aliases: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.numel() == 0 or p.device.type == "meta":
+            continue
+        canon, q = first.setdefault(_alias_key(p), (name, p))
+        if canon == name:
+            continue
+        aliases[name] = canon
+        if q is not p:
+            prefix, _, leaf = name.rpartition(".")
+            model.get_submodule(prefix)._parameters[leaf] = q
+    return aliases
+
+
+def canonical_names(model: nn.Module) -> dict[str, str]:
+    """Every parameter path (aliases included) -> the canonical path `named_parameters()` gives."""
+    tie_aliases(model)
+    canon = {id(p): n for n, p in model.named_parameters()}
+    return {n: canon[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
+
+
 def _site_name(param: str) -> str:
     return param[: -len(".weight")] if param.endswith(".weight") else param
 
@@ -133,6 +166,24 @@ def _module_sites(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
     return found
 
 
+def _functional_weights(model: nn.Module) -> dict[str, str]:
+    """Weights whose module calls the op itself rather than through a Linear submodule, found by type when
+    there is no example to trace: HF `Conv1D` (addmm, weight (in, out)), HF MoE routers (`*Router`,
+    F.linear) and `nn.MultiheadAttention`'s input projections. They are sites with an example too, so a
+    plan's check (which has no example) must find them."""
+    by_param = {id(p): n for n, p in model.named_parameters()}
+    out: dict[str, str] = {}
+    for _, mod in model.named_modules():
+        if type(mod).__name__ == "Conv1D" or type(mod).__name__.endswith("Router"):  # HF MoE router: F.linear
+            ws = [getattr(mod, "weight", None)]
+        elif isinstance(mod, nn.MultiheadAttention):
+            ws = [getattr(mod, a, None) for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")]
+        else:
+            continue
+        out |= {by_param[id(w)]: "linear" for w in ws if isinstance(w, torch.Tensor) and id(w) in by_param}
+    return out
+
+
 def _call_macs(kind: str, weight_shape: tuple[int, ...], out_shape: tuple[int, ...], k: int | None = None) -> int:
     """MACs of one call: every output element of a linear/conv reduces over prod(weight.shape[1:])
     (over `k` when given: a weight stored (in, out) for addmm reduces over its first dim)."""
@@ -142,8 +193,10 @@ def _call_macs(kind: str, weight_shape: tuple[int, ...], out_shape: tuple[int, .
 
 
 def _graph_weight_nodes(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, tuple[str, str]]:
-    """op node -> (kind, weight FQN) for every linear/conv/embedding op whose weight is a parameter."""
-    params = dict(gm.named_parameters())
+    """op node -> (kind, weight FQN) for every linear/conv/embedding op whose weight is a parameter; a tied
+    weight's alias (the graph reads GPT-2's head as `lm_head.weight`) maps to its canonical name."""
+    names = canonical_names(gm)
+    params = {n: gm.get_parameter(c) for n, c in names.items()}
     out: dict[torch.fx.Node, tuple[str, str]] = {}
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target not in _GRAPH_OPS:
@@ -153,7 +206,7 @@ def _graph_weight_nodes(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, tuple[s
         if isinstance(w, torch.fx.Node) and w.op == "get_attr" and w.target in params:
             if kind == "conv":
                 kind = f"conv{params[w.target].dim() - 2}d"
-            out[node] = (kind, w.target)
+            out[node] = (kind, names[w.target])
     return out
 
 
@@ -250,15 +303,12 @@ class _UseRecorder(torch.overrides.TorchFunctionMode):
         self._add(a["out_proj_weight"], "linear", q.new_empty(*q.shape[:-1], e), q.new_empty(*q.shape[:-1], e))
 
 
-def sites(model: nn.Module, example=None) -> list[Site]:
-    """The model's quantizable sites, in execution order when `example` is given (else module order).
-
-    With an example input, one forward pass records each site's per-sample MACs and activation
-    shapes; sites never executed by that forward are dropped (they cannot affect the output).
-    """
-    params = dict(model.named_parameters())
+def _site_kinds(model: nn.Module):
+    """(param -> kind, the graph's op nodes for an exported program else None, MoE experts blocks)."""
     graph_nodes = None
     found = _module_sites(model)
+    for p, kind in _functional_weights(model).items():
+        found.setdefault(p, [(kind, None)])
     # >>> llm: MoE experts blocks (one 3-D weight per projection of a layer) are sites too
     from .hf import experts_modules
 
@@ -273,6 +323,18 @@ def sites(model: nn.Module, example=None) -> list[Site]:
         kinds = {p: k for k, p in graph_nodes.values()}
     else:
         kinds = {}
+    return kinds, graph_nodes, experts
+
+
+def sites(model: nn.Module, example=None) -> list[Site]:
+    """The model's quantizable sites, in execution order when `example` is given (else module order).
+
+    With an example input, one forward pass records each site's per-sample MACs and activation
+    shapes; sites never executed by that forward are dropped (they cannot affect the output).
+    """
+    tie_aliases(model)
+    params = dict(model.named_parameters())
+    kinds, graph_nodes, experts = _site_kinds(model)
     if not kinds and example is None:
         raise NoQuantizableSites(
             f"{type(model).__name__} has no Linear, Conv1d/2d/3d or Embedding weight to quantize; "
@@ -314,7 +376,9 @@ def sites(model: nn.Module, example=None) -> list[Site]:
 
 def fingerprint(model: nn.Module) -> str:
     """sha256 over every parameter's and buffer's name, shape, dtype and bytes: a plan binds to these
-    weights, and a BatchNorm's running statistics change the function as much as its weights do."""
+    weights, and a BatchNorm's running statistics change the function as much as its weights do. A tied
+    weight counts once, under its canonical name (`tie_aliases`), so a module and its `.pt2` agree."""
+    tie_aliases(model)
     h = hashlib.sha256()
     tensors = [*model.named_parameters(), *(("buffer:" + n, b) for n, b in model.named_buffers())]
     for name, p in sorted(tensors, key=lambda kv: kv[0]):

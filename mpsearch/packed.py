@@ -29,6 +29,7 @@ from .errors import PlanError
 from .formats import Encoded, get_choice, get_format
 from .formats._packing import pack_bits, unpack_bits
 from .io import atomic_write
+from .model import canonical_names
 from .plan import Plan
 from .quantize import _param, sixteen_bit
 from .rounding import encoded
@@ -146,16 +147,19 @@ def load_packed(path: str | Path, model: nn.Module) -> nn.Module:
 
     meta = read_metadata(path)
     sites = json.loads(meta["sites"])
+    names = canonical_names(model)  # a tied weight is one tensor, under its canonical name
     params = dict(model.named_parameters())
-    missing = [n for n in [*sites, *json.loads(meta["parameters"])] if n not in params]
+    at_sites = {names.get(n, n) for n in sites}
+    others = [n for n in json.loads(meta["parameters"]) if names.get(n, n) not in at_sites]  # never over a site
+    missing = [n for n in [*sites, *others] if names.get(n) not in params]
     if missing:
         raise PlanError(f"the packed file has parameter {missing[0]!r} that this model lacks; "
                         "pass the model the file was exported from")
     with torch.no_grad(), safe_open(str(path), framework="pt") as f:
         for pname, info in sites.items():
-            params[pname].copy_(decode_site(f, pname, info))
-        for n in json.loads(meta["parameters"]):
-            params[n].copy_(f.get_tensor(n))
+            params[names[pname]].copy_(decode_site(f, pname, info))
+        for n in others:
+            params[names[n]].copy_(f.get_tensor(n))
         for n, b in model.named_buffers():
             if n in f.keys():
                 b.copy_(f.get_tensor(n))

@@ -11,6 +11,7 @@ forward is swapped on the instance), so plans, fingerprints and `apply` see the 
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -45,11 +46,8 @@ def _cat(parts: list, n: int):
     return first
 
 
-def adapt(gm: torch.nn.Module) -> int | None:
-    """Let a static-batch graph module take any number of rows (in place); returns the exported batch."""
-    b = exported_batch(gm)
-    if b is None or getattr(gm, "_mpsearch_static_batch", None):
-        return b
+def _wrap(gm: torch.nn.Module, b: int) -> None:
+    """Swap in the padding / chunking forward (on the instance: parameter names stay as they are)."""
 
     def forward(*args):
         call = type(gm).forward  # looked up per call: taps recompile the graph
@@ -69,6 +67,19 @@ def adapt(gm: torch.nn.Module) -> int | None:
 
     gm.forward = forward
     gm._mpsearch_static_batch = b
+
+
+def adapt(gm: torch.nn.Module) -> int | None:
+    """Let a static-batch graph module take any number of rows (in place); returns the exported batch.
+    A deep copy (`apply` quantizes one) is adapted too: GraphModule's copy rebuilds the instance from its
+    graph, dropping the swapped forward, so the copy would refuse every batch but b."""
+    b = exported_batch(gm)
+    if b is None or getattr(gm, "_mpsearch_static_batch", None):
+        return b
+    _wrap(gm, b)
+    register = getattr(gm, "_register_deepcopy_hook", None)  # torch.fx's hook, run on every copy made
+    if register is not None:
+        register(functools.partial(_wrap, b=b))
     log.warning("the model was exported with a static batch of %d: smaller batches are padded to %d rows "
                 "(the padding is cut from the outputs) and larger ones run in chunks of %d", b, b, b)
     return b
@@ -87,3 +98,17 @@ def fit_rows(gm: torch.nn.Module, example):
             a = a[:b] if a.shape[0] > b else torch.cat([a, a[-1:].expand(b - a.shape[0], *a.shape[1:])])
         out.append(a)
     return type(args)(out) if isinstance(example, (tuple, list)) else out[0]
+
+
+def fit_batches(gm: torch.nn.Module, data):
+    """`data` (a CalibrationData) cut into batches of exactly the exported batch, for estimators that tap
+    each op once per forward (per-sample gradients, the exact Gauss-Newton trace): the chunking forward
+    of `adapt` would run every op several times. The last n mod b samples are left out (said once).
+    Unchanged for a dynamic-batch model, or when there are fewer samples than one exported batch."""
+    b = getattr(gm, "_mpsearch_static_batch", None)
+    n = data.num_samples
+    if b is None or n < b or all(t.size == b for t in data):
+        return data
+    if n % b:
+        log.warning("static batch of %d: %d of %d calibration samples left out of the estimate", b, n % b, n)
+    return data.rebatched(b)

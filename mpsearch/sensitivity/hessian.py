@@ -40,6 +40,7 @@ from ..data import CalibrationData, primary_output
 from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site, call_model, eval_mode
+from ..static_batch import fit_batches
 from ._base import Estimator, SensitivityTable, register_estimator, weight_perturbation
 from ._curvature import curvature_for
 from ._persample import Taps, Unsupported
@@ -319,6 +320,8 @@ def ggn_traces(
                         if r + 1 >= min_probes and bool((stats.rel() <= tol).all()):
                             break
                     probes = max(probes, int(stats.n[0]))
+                    # a batch this small needs more probes than columns: later ones take the exact columns
+                    max_exact = max(max_exact, int(stats.n[0]))
                     per_sample.append(psum / stats.n[0])
                     trace += stats.mean
                     mc_var += stats.se.pow(2)
@@ -391,7 +394,7 @@ class HessianTrace(Estimator):
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
     ) -> SensitivityTable:
         tol, max_samples, max_probes, method = self.tol, self.max_samples, self.max_probes, self.method
-        sub = data.sample(max_samples, seed)
+        sub = fit_batches(model, data.sample(max_samples, seed))  # a static-batch .pt2: one graph run per batch
         params = [model.get_parameter(s.param) for s in sites]
         why = ""
         t0 = time.perf_counter()
