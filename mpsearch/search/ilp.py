@@ -50,6 +50,7 @@ class ILPParams:
     time_limit: float | None = None
     threads: int | None = None
     warm_start: dict | None = None
+    verify: bool = False  # also solve with the other backend and keep the better answer (see _verified)
 
     def ilp_params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(ILPParams)}
@@ -330,7 +331,7 @@ def _pick(solver: str) -> str:
 
 def solve_ilp(problem: SearchProblem, *, solver: str = "auto", time_limit: float | None = None,
               threads: int | None = None, warm_start: dict[str, str] | None = None,
-              exclude: list[dict[str, str]] = ()) -> Solution:
+              exclude: list[dict[str, str]] = (), verify: bool = False) -> Solution:
     """Minimize the problem's objective exactly. `warm_start`: a complete assignment that fits (e.g.
     the previous point of a budget sweep) handed to the solver as its first incumbent. `exclude`:
     complete assignments the answer must differ from (no-good cuts: solving again with each answer
@@ -361,7 +362,35 @@ def solve_ilp(problem: SearchProblem, *, solver: str = "auto", time_limit: float
     objective = problem.predicted(chosen)
     raw_bound = problem.aggregate.from_solver(r.bound * m.scale) if not math.isnan(r.bound) else math.nan
     bound = min(raw_bound, objective) if not math.isnan(raw_bound) else math.nan
-    return Solution(chosen, r.status, objective, bound, seconds, problem.totals(chosen), name)
+    sol = Solution(chosen, r.status, objective, bound, seconds, problem.totals(chosen), name)
+    return _verified(sol, problem, m, time_limit, threads, exclude, verify)
+
+
+def _verified(sol: Solution, problem: SearchProblem, m: _Matrix, time_limit, threads, exclude,
+              verify: bool) -> Solution:
+    """Check the answer instead of trusting the solver's status. The LP relaxation is a lower bound that
+    no solver's bookkeeping enters: an objective below it means the model handed to the solver is wrong
+    (an error). With `verify`, the other backend solves the same problem; a strictly better answer from
+    it means the first one's "optimal" was not (CBC's on badly scaled tables), and the better one is kept
+    with a warning. Both land in `info['verification']`."""
+    lp = _lp_bound(m) if m.t_col is None else math.nan  # `max`'s epigraph carries Ω in other units: not checked
+    lp = problem.aggregate.from_solver(lp * m.scale) if not math.isnan(lp) else math.nan
+    if not math.isnan(lp) and sol.objective < lp - 1e-6 * max(abs(lp), 1e-12):
+        raise RuntimeError(f"ILP answer {sol.objective:.6g} is below its LP relaxation {lp:.6g}: the solver's "
+                           "model is inconsistent (a bug; please report it with the table)")
+    check = {"lp_bound": lp}
+    other = {"highs": "cbc", "cbc": "highs"}[sol.solver]
+    if verify and other in available_solvers():
+        alt = solve_ilp(problem, solver=other, time_limit=time_limit, threads=threads, exclude=exclude)
+        check.update(other=other, other_objective=alt.objective)
+        if alt.objective < sol.objective - 1e-9 * max(abs(sol.objective), 1e-300):
+            warnings.warn(f"ILP solver {sol.solver} returned {sol.objective:.6g}, {other} found "
+                          f"{alt.objective:.6g}; keeping {other}'s plan", stacklevel=2)
+            sol = alt
+    if not math.isnan(lp):
+        sol.bound = max(sol.bound, min(lp, sol.objective)) if not math.isnan(sol.bound) else min(lp, sol.objective)
+    sol.info = {**sol.info, "verification": check}
+    return sol
 
 
 def _solver_objective(m: _Matrix, z: np.ndarray) -> float:
@@ -490,9 +519,10 @@ class ILPSearch(ILPParams, Searcher):
 
 def solve(table: pd.DataFrame, budgets: dict[str, float], ties=None, pairwise: pd.DataFrame | None = None,
           *, aggregate: str = "sum", solver: str = "auto", time_limit: float | None = None,
-          threads: int | None = None, warm_start: dict[str, str] | None = None) -> Solution:
+          threads: int | None = None, warm_start: dict[str, str] | None = None, verify: bool = False) -> Solution:
     """Solve on plain tables: `table` has site, format, omega and cost columns; `budgets` maps a cost
     column to the limit on its sum over sites; `ties` lists groups of sites that share a format;
     `pairwise` has columns site_a, format_a, site_b, format_b, omega; `aggregate` is sum, max or lp:P."""
     problem = SearchProblem(table, dict(budgets), [list(g) for g in (ties or [])], pairwise, aggregate=aggregate)
-    return solve_ilp(problem, solver=solver, time_limit=time_limit, threads=threads, warm_start=warm_start)
+    return solve_ilp(problem, solver=solver, time_limit=time_limit, threads=threads, warm_start=warm_start,
+                     verify=verify)
