@@ -58,7 +58,7 @@ class PlanConfig:
     formats: object = None
     estimator: str | Estimator | None = None
     estimator_settings: dict = field(default_factory=dict)
-    search: str = "ilp"
+    search: str = "local"  # ILP seeds + measured local search (mpsearch.search.local); "ilp" = proxy only
     search_settings: dict = field(default_factory=dict)
     hardware: object = None
     objective: str | Objective | None = None
