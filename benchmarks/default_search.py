@@ -13,6 +13,8 @@ the FP embeddings), the tiny decoder on text from modules it never saw (next-tok
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
 from pathlib import Path
 
@@ -30,6 +32,19 @@ from mpsearch.objectives import measure
 MODES = (("today's default (ilp)", "ilp"), ("new default (local)", "local"))
 
 
+def per_sample(model, plan, data, metric: str) -> torch.Tensor:
+    """The held-out `metric` of each sample (sentence, token window) under `plan`, for paired errors."""
+    with quantized(model, plan.assignments, plan_params(plan.sites)):
+        return torch.tensor([measure(model, data._rows(torch.tensor([i])), [metric])[metric]
+                             for i in range(data.num_samples)], dtype=torch.float64)
+
+
+def paired_se(new: torch.Tensor, old: torch.Tensor) -> tuple[float, float]:
+    """(mean of new − old, its standard error) over the same held-out samples."""
+    d = new - old
+    return float(d.mean()), float(d.std()) / math.sqrt(len(d))
+
+
 def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.DataFrame:
     """Both defaults at every budget on one example, timed side by side after one untimed plan."""
     ex = load_example(name)
@@ -41,6 +56,7 @@ def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.Data
     mpsearch.plan(model, cal, budget=budgets[-1], search="ilp", objective=objective, cache=False)  # warm-up
     rows = []
     for b in budgets:
+        plans = []
         for mode, search in MODES:
             t0 = time.perf_counter()
             p = mpsearch.plan(model, cal, budget=b, search=search, objective=objective, cache=False,
@@ -49,12 +65,16 @@ def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.Data
             with quantized(model, p.assignments, plan_params(p.sites)):
                 held = measure(model, test, metrics)
             s = p.measured.get("search_summary", {})
+            plans.append(p)
             rows.append({"example": name, "budget": b, "mode": mode, "avg_bits": p.totals["avg_bits"],
                          **{f"cal_{k}": v for k, v in p.measured["plan"].items()},
                          **{f"test_{k}": v for k, v in held.items()}, "test_metric": metrics[0],
                          "plans_measured": s.get("evaluations", 0), "stopped": s.get("stopped", ""),
-                         "seconds": secs})
-            print(rows[-1], flush=True)
+                         "seconds": secs, "assignments": json.dumps(p.assignments)})
+            print({k: v for k, v in rows[-1].items() if k != "assignments"}, flush=True)
+        diff, se = paired_se(*(per_sample(model, p, test, metrics[0]) for p in plans[::-1]))
+        rows[-1] |= {"test_diff_vs_today": diff, "test_diff_se": se}
+        print(f"[{name}] {b}: held-out new - today = {diff:.4g} ± {se:.2g} (paired SE over {test.num_samples})")
     return pd.DataFrame(rows)
 
 
@@ -67,6 +87,7 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append({"example": name, "budget": b, "held-out metric": old.test_metric,
                      "today bits": old.avg_bits, "new bits": new.avg_bits, "today held-out": old[key],
                      "new held-out": new[key], "new/today": new[key] / old[key],
+                     "new − today (paired SE)": f"{new.test_diff_vs_today:.3g} ± {new.test_diff_se:.2g}",
                      "today s": old.seconds, "new s": new.seconds, "extra s": new.seconds - old.seconds,
                      "time ratio": new.seconds / old.seconds, "new plans measured": new.plans_measured})
     return pd.DataFrame(rows)
