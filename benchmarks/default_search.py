@@ -29,7 +29,7 @@ from mpsearch.data import as_data
 from mpsearch.examples import load_example
 from mpsearch.objectives import measure
 
-MODES = (("today's default (ilp)", "ilp"), ("new default (local)", "local"))
+MODES = [("today's default (ilp)", "ilp", {}), ("new default (local)", "local", {})]
 
 
 def per_sample(model, plan, data, metric: str) -> torch.Tensor:
@@ -57,10 +57,10 @@ def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.Data
     rows = []
     for b in budgets:
         plans = []
-        for mode, search in MODES:
+        for mode, search, settings in MODES:
             t0 = time.perf_counter()
             p = mpsearch.plan(model, cal, budget=b, search=search, objective=objective, cache=False,
-                              max_evals=max_evals if search == "local" else None)
+                              max_evals=max_evals if search == "local" else None, search_settings=settings)
             secs = time.perf_counter() - t0
             with quantized(model, p.assignments, plan_params(p.sites)):
                 held = measure(model, test, metrics)
@@ -72,9 +72,12 @@ def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.Data
                          "plans_measured": s.get("evaluations", 0), "stopped": s.get("stopped", ""),
                          "seconds": secs, "assignments": json.dumps(p.assignments)})
             print({k: v for k, v in rows[-1].items() if k != "assignments"}, flush=True)
-        diff, se = paired_se(*(per_sample(model, p, test, metrics[0]) for p in plans[::-1]))
-        rows[-1] |= {"test_diff_vs_today": diff, "test_diff_se": se}
-        print(f"[{name}] {b}: held-out new - today = {diff:.4g} ± {se:.2g} (paired SE over {test.num_samples})")
+        today = per_sample(model, plans[0], test, metrics[0])
+        for i, p in enumerate(plans[1:], start=len(rows) - len(plans) + 1):
+            diff, se = paired_se(per_sample(model, p, test, metrics[0]), today)
+            rows[i] |= {"test_diff_vs_today": diff, "test_diff_se": se}
+            print(f"[{name}] {b} {rows[i]['mode']}: held-out minus today's = {diff:.4g} ± {se:.2g} "
+                  f"(paired SE over {test.num_samples})")
     return pd.DataFrame(rows)
 
 
@@ -82,15 +85,21 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (example, budget): both plans' size and held-out metric, the time and its ratio."""
     rows = []
     for (name, b), g in frame.groupby(["example", "budget"], sort=False):
-        old, new = (g[g["mode"] == m].iloc[0] for m, _ in MODES)
-        key = f"test_{old.test_metric}"
-        rows.append({"example": name, "budget": b, "held-out metric": old.test_metric,
-                     "today bits": old.avg_bits, "new bits": new.avg_bits, "today held-out": old[key],
-                     "new held-out": new[key], "new/today": new[key] / old[key],
-                     "new − today (paired SE)": f"{new.test_diff_vs_today:.3g} ± {new.test_diff_se:.2g}",
-                     "today s": old.seconds, "new s": new.seconds, "extra s": new.seconds - old.seconds,
-                     "time ratio": new.seconds / old.seconds, "new plans measured": new.plans_measured})
+        old = g[g["mode"] == MODES[0][0]].iloc[0]
+        for _, new in g[g["mode"] != MODES[0][0]].iterrows():
+            rows.append(_compare(name, b, old, new))
     return pd.DataFrame(rows)
+
+
+def _compare(name: str, b: str, old: pd.Series, new: pd.Series) -> dict:
+    """One mode against today's default at one budget."""
+    key = f"test_{old.test_metric}"
+    return {"example": name, "budget": b, "mode": new["mode"], "held-out metric": old.test_metric,
+                "today bits": old.avg_bits, "new bits": new.avg_bits, "today held-out": old[key],
+                "new held-out": new[key], "new/today": new[key] / old[key],
+                "new − today (paired SE)": f"{new.test_diff_vs_today:.3g} ± {new.test_diff_se:.2g}",
+                "today s": old.seconds, "new s": new.seconds, "extra s": new.seconds - old.seconds,
+                "time ratio": new.seconds / old.seconds, "new plans measured": new.plans_measured}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -98,11 +107,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--examples", default="minilm-l6,tiny-decoder", help="comma-separated bundled examples")
     ap.add_argument("--budgets", default="3.5bits,4.5bits")
     ap.add_argument("--max-evals", type=int, default=None, help="the new default's evaluation budget (default its own)")
+    ap.add_argument("--confirm", type=float, default=None,
+                    help="also run the new default with confirm=FRACTION (held-back calibration samples)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("results/default_search"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     budgets = args.budgets.split(",")
+    if args.confirm:
+        MODES.append((f"new default, confirm={args.confirm:g}", "local", {"confirm": args.confirm}))
     frame = pd.concat([run_example(e.strip(), budgets, args.max_evals) for e in args.examples.split(",")],
                       ignore_index=True)
     side = side_by_side(frame)
