@@ -1,12 +1,15 @@
 """Where each estimator + search plan ranks among *all* assignments, on real models small enough to enumerate.
 
-    python benchmarks/enumerate.py [--models mlp,cnn,seq] [--device cpu|cuda] [--out results/enumerate]
+    python benchmarks/enumerate.py [--models mlp,cnn,seq] [--device cpu|cuda] [--only-defaults]
+                                   [--planner-data non-test|calibration] [--out results/enumerate]
 
 Models: the 6-layer digits MLP (`mpsearch.examples.digits_mlp`, 4^6 = 4,096 assignments), the
 bundled digits CNN (5 sites, 4^5 = 1,024) and the bundled 1-D conv over digit rows
-(`digits-seq`, 5 sites, 1,024), each with the choices int2, int3, int4, int8. Every assignment's
-cross-entropy is measured on the calibration split (what the planner sees) and on the held-out
-test split (what it must not see). At each average-bits budget, each mode's plan is ranked among
+(`digits-seq`, 5 sites, 1,024), each with the choices int2, int3, int4, int8. Every planner sees
+the planner data: all 1,297 digits outside the test split (`--planner-data non-test`, the default;
+`calibration`: the examples' 256-digit split). Every assignment's cross-entropy is measured on
+the planner data ("cal") and on the held-out test split (what no planner sees); "held-out gap (SE)"
+is a plan's held-out loss minus the held-out optimum's, in paired per-digit standard errors. At each average-bits budget, each mode's plan is ranked among
 the assignments that fit, by calibration loss and by held-out loss (rank 1 = the measured
 optimum; in the top 1% means rank ≤ ceil(1% of the feasible count)). Modes:
   today's default      `mpsearch.plan(search="ilp")`: Hessian estimate + ILP + uniform guard, timed whole
