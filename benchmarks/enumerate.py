@@ -9,9 +9,10 @@ bundled digits CNN (5 sites, 4^5 = 1,024) and the bundled 1-D conv over digit ro
 the planner data: all 1,297 digits outside the test split (`--planner-data non-test`, the default;
 `calibration`: the examples' 256-digit split). Every assignment's cross-entropy is measured on
 the planner data ("cal") and on the held-out test split (what no planner sees); "held-out gap (SE)"
-is a plan's held-out loss minus the held-out optimum's, in paired per-digit standard errors. At each average-bits budget, each mode's plan is ranked among
-the assignments that fit, by calibration loss and by held-out loss (rank 1 = the measured
-optimum; in the top 1% means rank ≤ ceil(1% of the feasible count)). Modes:
+is a plan's held-out loss minus the held-out optimum's, in paired per-digit standard errors. At
+each average-bits budget, each mode's plan is ranked among the assignments that fit, by calibration
+loss and by held-out loss (rank 1 = the measured optimum; in the top 1% means rank ≤ ceil(1% of
+the feasible count)). Modes:
   today's default      `mpsearch.plan(search="ilp")`: Hessian estimate + ILP + uniform guard, timed whole
   new default          `mpsearch.plan()` (search "local": + k-best seeds and measured local search), timed
                        whole in the same loop, right after today's default (ratio = new / today)
