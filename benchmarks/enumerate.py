@@ -1,14 +1,18 @@
 """Where each estimator + search plan ranks among *all* assignments, on real models small enough to enumerate.
 
-    python benchmarks/enumerate.py [--models mlp,cnn,seq] [--device cpu|cuda] [--out results/enumerate]
+    python benchmarks/enumerate.py [--models mlp,cnn,seq] [--device cpu|cuda] [--only-defaults]
+                                   [--planner-data non-test|calibration] [--out results/enumerate]
 
 Models: the 6-layer digits MLP (`mpsearch.examples.digits_mlp`, 4^6 = 4,096 assignments), the
 bundled digits CNN (5 sites, 4^5 = 1,024) and the bundled 1-D conv over digit rows
-(`digits-seq`, 5 sites, 1,024), each with the choices int2, int3, int4, int8. Every assignment's
-cross-entropy is measured on the calibration split (what the planner sees) and on the held-out
-test split (what it must not see). At each average-bits budget, each mode's plan is ranked among
-the assignments that fit, by calibration loss and by held-out loss (rank 1 = the measured
-optimum; in the top 1% means rank ≤ ceil(1% of the feasible count)). Modes:
+(`digits-seq`, 5 sites, 1,024), each with the choices int2, int3, int4, int8. Every planner sees
+the planner data: all 1,297 digits outside the test split (`--planner-data non-test`, the default;
+`calibration`: the examples' 256-digit split). Every assignment's cross-entropy is measured on
+the planner data ("cal") and on the held-out test split (what no planner sees); "held-out gap (SE)"
+is a plan's held-out loss minus the held-out optimum's, in paired per-digit standard errors. At
+each average-bits budget, each mode's plan is ranked among the assignments that fit, by calibration
+loss and by held-out loss (rank 1 = the measured optimum; in the top 1% means rank ≤ ceil(1% of
+the feasible count)). Modes:
   today's default      `mpsearch.plan(search="ilp")`: Hessian estimate + ILP + uniform guard, timed whole
   new default          `mpsearch.plan()` (search "local": + k-best seeds and measured local search), timed
                        whole in the same loop, right after today's default (ratio = new / today)
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from _markdown import markdown  # noqa: I001  (benchmarks/ is on the path when run as a script)
 
 import mpsearch
@@ -42,6 +47,7 @@ from mpsearch.apply import quantized
 from mpsearch.budget import Budget
 from mpsearch.data import as_data
 from mpsearch.examples import load_example
+from mpsearch.examples.digits import SPLIT, digits_arrays
 from mpsearch.examples.digits_mlp import load as load_mlp
 from mpsearch.formats import parse_choices
 from mpsearch.objectives import measure
@@ -57,11 +63,20 @@ MODELS = {"mlp": lambda: load_mlp(), "cnn": lambda: load_example("digits-cnn"),
           "seq": lambda: load_example("digits-seq")}
 
 
+def non_test() -> dict[str, torch.Tensor]:
+    """Every digit outside the shared test split (1,297: the training part, the 256 calibration digits
+    among them): all the data a user of these models has besides the held-out split."""
+    x, y = digits_arrays()
+    idx = np.setdiff1d(np.arange(len(x)), np.load(SPLIT)["test"])
+    return {"x": torch.from_numpy(x[idx]), "y": torch.from_numpy(y[idx])}
+
+
 def run_model(name: str, device: str, budgets: list[float], measurements: int, seed: int,
-              only_defaults: bool = False) -> pd.DataFrame:
+              only_defaults: bool = False, planner_data: str = "non-test") -> pd.DataFrame:
     ex = MODELS[name]()
     model = ex.model.to(device)
-    cal, test = as_data(ex.calibration).to(device), as_data(ex.test).to(device)
+    given = non_test() if planner_data == "non-test" else ex.calibration
+    cal, test = as_data(given).to(device), as_data(ex.test).to(device)
     site_list = mpsearch.sites(model, cal.first_x)
     names = [s.name for s in site_list]
     weights = sum(s.numel for s in site_list)
@@ -92,6 +107,11 @@ def run_model(name: str, device: str, budgets: list[float], measurements: int, s
           f"in {t_pairs:.1f} s", flush=True)
     h_table = hess.merge(costs, on=["site", "format"])
     m_table = singles.merge(costs, on=["site", "format"])
+
+    def per_sample(assign: dict[str, str]) -> np.ndarray:
+        """Each held-out digit's cross-entropy under `assign` (for paired standard errors)."""
+        with quantized(model, assign), torch.no_grad():
+            return torch.cat([F.cross_entropy(model(b.x), b.y, reduction="none") for b in test]).double().cpu().numpy()
 
     def test_metrics(assign: dict[str, str]) -> dict[str, float]:
         with quantized(model, assign):
@@ -140,7 +160,9 @@ def run_model(name: str, device: str, budgets: list[float], measurements: int, s
             runs.append((mode, sol.assignments, time.perf_counter() - t0,
                          counted.measurements if used is None else used))
         top = math.ceil(0.01 * len(feasible))
+        best_test = per_sample(dict(zip(names, combos[feasible.test_loss.idxmin()])))
         for mode, assign, secs, used in runs:
+            diff = per_sample(assign) - best_test  # paired: the same 500 held-out digits
             v = loss(assign)
             t = held_out(assign)
             rank = int((feasible.loss < v - 1e-12).sum()) + 1
@@ -149,6 +171,7 @@ def run_model(name: str, device: str, budgets: list[float], measurements: int, s
                          "rank": rank, "pct_better": 100.0 * (rank - 1) / len(feasible), "top1": rank <= top,
                          "test_rank": test_rank, "test_pct_better": 100.0 * (test_rank - 1) / len(feasible),
                          "test_top1": test_rank <= top,
+                         "test_gap_se": diff.mean() / max(diff.std(ddof=1) / math.sqrt(len(diff)), 1e-300),
                          "cal_loss": v, "best_cal_loss": float(feasible.loss.min()),
                          "plan_bits": sum(bits[(s, f)] for s, f in assign.items()) / weights,
                          **test_metrics(assign),
@@ -159,7 +182,8 @@ def run_model(name: str, device: str, budgets: list[float], measurements: int, s
         print(f"[{name}] {avg:4.2f} bits: {len(feasible):4d} feasible (top 1% = rank <= {top}); new default rank "
               f"{new['rank']} (held-out {new['test_rank']}) in {new['search_seconds']:.2f} s; today's default rank "
               f"{old['rank']} (held-out {old['test_rank']}) in {old['search_seconds']:.2f} s; oracle held-out rank "
-              f"{here['cal optimum (oracle)']['test_rank']}", flush=True)
+              f"{here['cal optimum (oracle)']['test_rank']}; held-out gap to the held-out best, in paired SEs: new "
+              f"{new['test_gap_se']:.2f}, today {old['test_gap_se']:.2f}", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -172,12 +196,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only-defaults", action="store_true",
                     help="only today's default, the new default and the oracle (skip the other modes)")
+    ap.add_argument("--planner-data", choices=("non-test", "calibration"), default="non-test",
+                    help="what every planner sees (and 'cal' ranks use): all 1,297 non-test digits, or the "
+                         "examples' 256-digit calibration split")
     ap.add_argument("--out", type=Path, default=Path("results/enumerate"), help="writes OUT.csv and OUT.md")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)  # tiny models: one thread beats oversubscribing a shared CPU
     budgets = [float(b) for b in args.budgets.split(",")]
-    frame = pd.concat([run_model(m.strip(), args.device, budgets, args.measurements, args.seed, args.only_defaults)
+    frame = pd.concat([run_model(m.strip(), args.device, budgets, args.measurements, args.seed, args.only_defaults,
+                                 args.planner_data)
                        for m in args.models.split(",")], ignore_index=True)
 
     per_mode = frame.groupby(["model", "mode"], sort=False).agg(
@@ -195,7 +223,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "feasible": new.feasible, "top 1% rank": np.ceil(0.01 * new.feasible).astype(int),
         "today cal rank": old["rank"], "new cal rank": new["rank"],
         "today held-out rank": old.test_rank, "new held-out rank": new.test_rank,
-        "oracle held-out rank": orc.test_rank, "new plans measured": new.measurements,
+        "oracle held-out rank": orc.test_rank, "today held-out gap (SE)": old.test_gap_se,
+        "new held-out gap (SE)": new.test_gap_se,
+        "oracle held-out gap (SE)": orc.test_gap_se, "new plans measured": new.measurements,
         "today s": old.search_seconds, "new s": new.search_seconds,
         "time ratio": new.search_seconds / old.search_seconds}).reset_index()
     h = frame[frame["mode"] == "hessian ILP"].set_index(["model", "avg_bits"])

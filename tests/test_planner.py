@@ -52,7 +52,7 @@ def brute_force(table: pd.DataFrame, bits_limit: float) -> dict[str, str]:
 def test_a_second_budget_re_solves_without_re_estimating(digits_shared):
     d, est = digits_shared, CountingEstimator()
     planner = Planner(d.model, d.calibration, PlanConfig(formats=FORMATS, estimator=est, cache=False,
-                                                         guard_uniform=False))
+                                                         guard_uniform=False, search="ilp"))  # the table's optimum
     p4, p3 = planner.plan("4bits"), planner.plan("3bits")
     front = planner.pareto("bits", points=3)
     assert est.calls == 1  # one table served two budgets and a sweep

@@ -34,7 +34,7 @@ from ..rounding import Rounding, rounding_key
 from ..scope import Scope, keep_format, scope
 from ..search import SearchProblem, Solution, get_searcher
 from ..search._base import check_feasible
-from ..search.local import for_bisection, polish, search_report
+from ..search.local import for_bisection, held_back, polish, search_report
 from ..search.tolerance import Tolerance
 from ..sensitivity import Estimator, SensitivityTable, get_estimator
 from ..sensitivity import cache as sensitivity_cache
@@ -58,7 +58,7 @@ class PlanConfig:
     formats: object = None
     estimator: str | Estimator | None = None
     estimator_settings: dict = field(default_factory=dict)
-    search: str = "ilp"
+    search: str = "local"  # ILP seeds + measured local search (mpsearch.search.local); "ilp" = proxy only
     search_settings: dict = field(default_factory=dict)
     hardware: object = None
     objective: str | Objective | None = None
@@ -253,6 +253,8 @@ class Planner:
     def _search(self, problem: SearchProblem, cfg: PlanConfig,
                 check: DropCheck | None) -> tuple[Solution, SearchProblem]:
         searcher = get_searcher(cfg.search, **(cfg.search_settings or {}))
+        problem = held_back(problem, searcher, self.data, lambda d: MeasuredLoss(self.model, d, self.objective,
+                                                                               self.acts))
         if check is not None:  # bisection to tolerance; the guard then works at the accepted cost
             sol, at = within_tolerance(problem, for_bisection(searcher), check)
             return polish(at, searcher, sol, check.accepts), at  # `local`: one measured search at the end

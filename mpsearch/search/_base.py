@@ -127,7 +127,9 @@ class SearchProblem:
     `limits`: {cost column: upper bound on its sum over sites}. `ties`: groups of sites that must
     share one format. `pairwise`: rows (site_a, format_a, site_b, format_b, omega) of interaction terms.
     `aggregate`: how per-site Ω combine (`sum`, `max`, `lp:P`). `evaluate`: optional measured loss
-    of an assignment (sites it does not name stay unquantized), for searchers that measure."""
+    of an assignment (sites it does not name stay unquantized), for searchers that measure. `confirm`:
+    optional loss on samples `evaluate` never sees (held-back calibration data): the measured search
+    keeps its plan over the proxy's only if it measures better there too (selection noise does not)."""
 
     table: pd.DataFrame
     limits: dict[str, float]
@@ -136,6 +138,7 @@ class SearchProblem:
     evaluate: Callable[[dict[str, str]], float] | None = None
     seed: int = 0
     aggregate: str | Aggregate = "sum"
+    confirm: Callable[[dict[str, str]], float] | None = None
 
     def __post_init__(self) -> None:
         need = {"site", "format", "omega", *self.limits}

@@ -21,8 +21,11 @@ to be nearly equal, and wherever layers interact. This searcher spends measureme
    `time_limit` seconds on `clock` (injectable, so tests never depend on wall-clock speed).
 
 The answer is the best plan measured, so it never measures worse than the ILP's plan nor than
-the warm start. `Solution.info` says what was measured, why the search stopped, and how much
-it gained over the proxy's plan.
+the warm start. With `confirm` (a fraction of the calibration samples held back by the planner,
+`SearchProblem.confirm` their loss), the search measures on the rest and its plan replaces the
+ILP's only if it is better on the held-back samples too: an improvement that is selection noise
+(the best of many plans on the same samples) does not replicate there. `Solution.info` says what
+was measured, why the search stopped, and how much it gained over the proxy's plan.
 """
 
 from __future__ import annotations
@@ -214,13 +217,27 @@ def local_search(problem: SearchProblem, *, max_evals: int = 100, time_limit: fl
             fails += 1
     left = left or sum(not loss.known(c) for _, c in moves.neighbours(best))
     bar.close()
+    best, best_v, confirmed = _confirmed(problem, best, best_v, ilp.assignments, ilp_v)
     info = {"searcher": "local", "evaluations": spent(), "max_evals": max_evals, "stopped": stopped,
             "seeds": len(seeds), "moves_accepted": accepted, "model_proposals": proposed,
             "unmeasured_neighbours": left, "fit_rmse": fit_rmse,
-            "ilp_measured": ilp_v, "best_measured": best_v, "gain_over_ilp": ilp_v - best_v}
+            "ilp_measured": ilp_v, "best_measured": best_v, "gain_over_ilp": ilp_v - best_v, **confirmed}
     return Solution(best, stopped.replace(" ", "_"), problem.predicted(best), math.nan, time.perf_counter() - w0,
                     problem.totals(best), f"local/{ilp.solver}", measured=best_v,
                     history=pd.DataFrame(history), info=info)
+
+
+def _confirmed(problem: SearchProblem, best: dict[str, str], best_v: float, ilp: dict[str, str],
+               ilp_v: float) -> tuple[dict[str, str], float, dict]:
+    """(plan, its measured loss, report): the search's plan if `problem.confirm` (held-back samples)
+    also measures it better than the ILP's plan, else the ILP's plan; unchanged without `confirm`."""
+    if problem.confirm is None or best == ilp:
+        return best, best_v, {}
+    held = {"search": float(problem.confirm(best)), "ilp": float(problem.confirm(ilp))}
+    ok = _better(held["search"], held["ilp"])
+    report = {"confirm_search": held["search"], "confirm_ilp": held["ilp"],
+              "confirmed": ok}
+    return (best, best_v, report) if ok else (ilp, ilp_v, report)
 
 
 def _fitted_problem(problem: SearchProblem, history: list[dict], ridge: float = 1.0):
@@ -255,6 +272,21 @@ def _fitted_problem(problem: SearchProblem, history: list[dict], ridge: float = 
     table["omega"] = [theta[(where[s], f)] / size[where[s]] + coef[0] / len(groups) if (where[s], f) in theta
                       else o for s, f, o in zip(table.site, table.format, table.omega)]
     return SearchProblem(table, problem.limits, problem.ties, seed=problem.seed), rmse
+
+
+def held_back(problem: SearchProblem, searcher: Searcher, data, loss_on) -> SearchProblem:
+    """The problem a `local` searcher with `confirm` > 0 gets: `evaluate` on the calibration samples
+    but a seeded `confirm` fraction, `confirm` on those (`loss_on(data)` builds each loss); else
+    `problem` itself. Needs at least two samples on each side."""
+    frac = getattr(searcher, "confirm", 0.0) if isinstance(searcher, LocalSearch) else 0.0
+    if not frac or problem.evaluate is None:
+        return problem
+    k = round(frac * data.num_samples)
+    if k < 2 or data.num_samples - k < 2:
+        raise UsageError(f"confirm={frac} holds back {k} of {data.num_samples} calibration samples; give more "
+                         "data or a confirm fraction leaving at least 2 on each side")
+    back, rest = data.split(k, seed=problem.seed)
+    return replace(problem, evaluate=loss_on(rest), confirm=loss_on(back))
 
 
 def with_budget(settings: dict | None, max_evals: int | None, time_limit: float | None) -> dict:
@@ -306,7 +338,8 @@ class LocalSearch(ILPParams, Searcher):
     """The ILP on the proxy, its k best plans measured, then a measured local search.
     `max_evals` (distinct plans measured), `time_limit` (seconds, default none), `k_best`, `patience`
     (failed fitted-model proposals before stopping), `clock` (a callable returning seconds, for tests),
-    and the ILP's solver, threads and warm_start."""
+    `confirm` (fraction of calibration samples held back to confirm the plan; 0 = off), and the
+    ILP's solver, threads and warm_start."""
 
     name = "local"
     max_evals: int = 100
@@ -314,8 +347,11 @@ class LocalSearch(ILPParams, Searcher):
     patience: int = 5
     clock: Any = None
     progress: bool | None = None
+    confirm: float = 0.0  # fraction of the calibration samples the planner holds back to confirm with
 
     def search(self, problem: SearchProblem) -> Solution:
         p = self.search_params()
         clock = p.pop("clock") or time.perf_counter
+        if not 0.0 <= p.pop("confirm") < 1.0:
+            raise UsageError(f"confirm is the fraction of calibration samples held back, in [0, 1); got {self.confirm}")
         return local_search(self.prepare(problem), clock=clock, **p)

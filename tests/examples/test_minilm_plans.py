@@ -28,7 +28,7 @@ def setup():
     with torch.no_grad():
         ref = ex.model(**ex.test["x"])
     planner = Planner(ex.model, cal, PlanConfig(hardware="h100", exclude="encoder.embeddings.*",
-                                                guard_uniform=False))
+                                                guard_uniform=False, search="ilp"))
     return ex, sites, ref, planner
 
 

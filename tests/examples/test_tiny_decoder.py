@@ -61,7 +61,7 @@ def test_gptq_plans_beat_uniform_4bit_baselines_of_equal_or_larger_size(decoder)
     rounding = Rounding("gptq", model, cal)
     for budget in (3.5, 4.25):
         plan = mpsearch.plan(model, cal, budget=f"{budget}bits", formats=FORMATS, sensitivity=table,
-                             rounding="gptq", guard_uniform=False)
+                             rounding="gptq", guard_uniform=False, search="ilp")
         assert plan.totals["avg_bits"] <= budget + 1e-9
         with rounding.active(), quantized(model, plan.assignments):
             got = measure(model, test, METRICS)

@@ -140,3 +140,43 @@ def test_default_plan_finds_the_measured_optimum_on_a_real_model():
     summary = plan.measured["search_summary"]
     assert summary["evaluations"] <= 12 and not math.isnan(summary["best_measured"])
     assert summary["best_measured"] == pytest.approx(values.min(), rel=1e-9)
+
+
+def test_the_default_searcher_is_local_and_ilp_stays_available():
+    """`mpsearch.plan` without `search` runs the measured local search (it reports what it measured);
+    `search="ilp"` is the proxy's plan alone, with no measured search."""
+    from mpsearch.planner import PlanConfig
+
+    assert PlanConfig().search == "local"
+    ex = load_example("digits-seq")
+    kw = dict(budget="2.5bits", formats=["int2", "int3", "int4", "int8"], guard_uniform=False, cache=False)
+    default = mpsearch.plan(ex.model, ex.calibration, max_evals=12, **kw)
+    ilp = mpsearch.plan(ex.model, ex.calibration, search="ilp", **kw)
+    assert default.provenance["search"] == "local" and ilp.provenance["search"] == "ilp"
+    assert 1 <= default.measured["search_summary"]["evaluations"] <= 12
+    assert "search_summary" not in ilp.measured
+    loss = MeasuredLoss(ex.model, ex.calibration, "cross_entropy")
+    assert loss(default.assignments) < loss(ilp.assignments)  # the ILP's plan is not the measured best here
+
+
+@pytest.mark.parametrize("agrees", [True, False])
+def test_confirm_keeps_the_search_plan_only_if_held_back_samples_agree(agrees):
+    """`confirm`: a loss on samples the search never measured. If it disagrees with the search (the
+    proxy's plan measures better there) the ILP's plan is returned; if it agrees, the search's."""
+    ilp = solve_ilp(_problem()).assignments
+    confirm = _measured if agrees else (lambda a: 0.0 if a == ilp else 1.0)
+    sol = local_search(SearchProblem(**{**_problem(_measured).__dict__, "confirm": confirm}), max_evals=60)
+    assert sol.info["confirmed"] is agrees
+    assert (sol.assignments == ilp) is not agrees
+    assert sol.measured == pytest.approx(_measured(sol.assignments))
+
+
+def test_confirm_holds_back_calibration_samples_in_the_planner():
+    """plan(search_settings={'confirm': 0.5}) measures on half the samples and confirms on the rest."""
+    ex = load_example("digits-seq")
+    p = mpsearch.plan(ex.model, ex.calibration, budget="2.5bits", formats=["int2", "int3", "int4", "int8"],
+                      guard_uniform=False, cache=False, max_evals=12, search_settings={"confirm": 0.5})
+    summary = p.measured["search_summary"]
+    assert "confirmed" in summary or summary["gain_over_ilp"] == 0
+    with pytest.raises(mpsearch.errors.UsageError, match="confirm"):
+        mpsearch.plan(ex.model, ex.calibration, budget="2.5bits", cache=False, search_settings={"confirm": 1.5})
