@@ -36,7 +36,7 @@ def sensitivity(model: nn.Module, data, *, estimator: str | None = None, formats
 
 
 def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None, *, formats=None,
-         estimator: str | None = None, search: str = "local", seed: int = 0, hardware=None,
+         estimator: str | None = None, search: str = "auto", seed: int = 0, hardware=None,
          objective: str | Objective | None = None, guard_uniform: bool = True, ties=None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
@@ -67,7 +67,7 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
     runs and ties fused sites (`mpsearch.targets`).
 
-    `search="local"` (the default) solves the ILP on the proxy, measures its k best plans on `data` and then
+    `search="auto"` (the default) is `local` except for a Hugging Face language model (`ilp`). `local` solves the ILP on the proxy, measures its k best plans on `data` and then
     runs a measured local search (`search="ilp"`: the proxy's plan alone, no measured search); `max_evals`
     (distinct plans measured) and `time_limit` (seconds) bound it, and the plan's `measured["search_summary"]` says what it measured.
     """

@@ -38,8 +38,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="estimator setting, e.g. tol=0.1, max_probes=32, method=hutchinson; repeat for several")
     p.add_argument("--no-cache", action="store_true", help="recompute sensitivities, do not reuse the cache")
     add_device_args(p)
-    p.add_argument("--search", default="local",
-                   help="searcher: local (default: ILP, then measured local search), ilp, refine, optuna")
+    p.add_argument("--search", default="auto",
+                   help="searcher: auto (default: local, but ilp for a Hugging Face language model), local (ILP, then "
+                        "measured local search), ilp, refine, optuna")
     p.add_argument("--max-evals", type=int, metavar="N", help="local search: measure at most N plans (default 100)")
     p.add_argument("--time-limit", type=float, metavar="S", help="search time limit in seconds")
     p.add_argument("--search-option", action="append", default=[], metavar="K=V", type=key_value,

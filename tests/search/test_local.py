@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import mpsearch
 from mpsearch.examples import load_example
@@ -143,11 +144,11 @@ def test_default_plan_finds_the_measured_optimum_on_a_real_model():
 
 
 def test_the_default_searcher_is_local_and_ilp_stays_available():
-    """`mpsearch.plan` without `search` runs the measured local search (it reports what it measured);
-    `search="ilp"` is the proxy's plan alone, with no measured search."""
+    """`mpsearch.plan` without `search` runs the measured local search on a model that is not a language
+    model (it reports what it measured); `search="ilp"` is the proxy's plan alone, with no measured search."""
     from mpsearch.planner import PlanConfig
 
-    assert PlanConfig().search == "local"
+    assert PlanConfig().search == "auto"
     ex = load_example("digits-seq")
     kw = dict(budget="2.5bits", formats=["int2", "int3", "int4", "int8"], guard_uniform=False, cache=False)
     default = mpsearch.plan(ex.model, ex.calibration, max_evals=12, **kw)
@@ -180,3 +181,23 @@ def test_confirm_holds_back_calibration_samples_in_the_planner():
     assert "confirmed" in summary or summary["gain_over_ilp"] == 0
     with pytest.raises(mpsearch.errors.UsageError, match="confirm"):
         mpsearch.plan(ex.model, ex.calibration, budget="2.5bits", cache=False, search_settings={"confirm": 1.5})
+
+
+def test_auto_is_the_proxy_ilp_for_a_language_model_unless_a_measured_budget_is_asked():
+    """A Hugging Face language model plans with the ILP alone by default (each measurement is a full
+    forward and small text calibration sets overfit: README, default search); --max-evals asks for local."""
+    pytest.importorskip("transformers")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mpsearch.planner import PlanConfig, Planner
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    ids = torch.randint(0, 64, (4, 16))
+    data = {"x": {"input_ids": ids}}
+    assert Planner(model, data).config.search == "ilp"
+    assert Planner(model, data, PlanConfig(search_settings={"max_evals": 5})).config.search == "local"
+    assert Planner(model, data, PlanConfig(search="local")).config.search == "local"
+    ex = load_example("digits-seq")
+    assert Planner(ex.model, ex.calibration).config.search == "local"
