@@ -4,7 +4,11 @@
     qmodel = mpsearch.apply(model, plan)
 """
 
-from ._version import __version__  # noqa: F401
+from ._interrupt import guard_imports as _guard_imports
+
+_guard_imports()  # python -m mpsearch: a Ctrl-C while torch imports is "interrupted" / 130, not a traceback
+
+from ._version import __version__  # noqa: F401,E402
 from .api import autotune, pareto, plan, sensitivity  # noqa: E402
 from .apply import apply  # noqa: E402
 from .budget import Budget  # noqa: E402

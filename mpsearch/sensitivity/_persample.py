@@ -8,8 +8,9 @@ BackPACK use. That is what makes the Gauss-Newton trace, the empirical Fisher an
 Taylor score cost a handful of backward passes instead of one pass per sample.
 
 Supported: Linear, Conv1d/Conv2d (zero padding) and Embedding modules whose weight is used by that
-one module, once per forward — or, in an exported (`.pt2`) graph, the same aten ops, tapped by a node
-inserted after each site's op for the duration (`GraphOp` carries the layer attributes).
+one module, once per forward — or, in an exported (`.pt2`) graph, the same aten ops (and `addmm` with an
+(in, out) weight, Hugging Face's Conv1D), tapped by a node inserted after each site's op for the duration
+(`GraphOp` carries the layer attributes; the node's arguments let the op rerun with another weight).
 Anything else raises `Unsupported`, and the caller falls back.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ..model import Site, _graph_weight_nodes, _module_sites
 
@@ -67,6 +69,7 @@ class GraphOp:
     padding_mode: str = "zeros"
     num_embeddings: int = 0
     padding_idx: int | None = None
+    transposed: bool = False  # addmm(bias, x, W) with W stored (in, out), as Hugging Face Conv1D does
 
     @classmethod
     def of(cls, node: torch.fx.Node, kind: str, weight: torch.Tensor) -> GraphOp:
@@ -74,6 +77,8 @@ class GraphOp:
         if kind == "embedding":
             pad = a[2] if len(a) > 2 else -1
             return cls("embedding", num_embeddings=weight.shape[0], padding_idx=None if pad < 0 else pad)
+        if node.target == torch.ops.aten.addmm.default:
+            return cls("linear", transposed=True)
         if kind == "linear":
             return cls("linear")
         nd = weight.dim() - 2
@@ -98,22 +103,34 @@ _GRAPH_OPS_CONVOLUTION = torch.ops.aten.convolution.default
 
 
 class _GraphHook:
-    """Called after a site's op node with (input, output): the graph form of a forward hook."""
+    """Called after a site's op node with (output, the op's arguments): the graph form of a forward hook.
+    The arguments are kept so the op can be rerun with another weight or input (`SiteTap.forward_with`)."""
 
-    def __init__(self, tap: SiteTap):
-        self.tap = tap
+    def __init__(self, tap: SiteTap, node: torch.fx.Node):
+        self.tap, self.target = tap, node.target
+        self.act = 1 if tap.kind == "embedding" or tap.module.transposed else 0  # the input's argument
+        self.w = 2 if tap.module.transposed else 1 - self.act  # the weight's
         self.__name__ = f"tap_{tap.site.name}"
 
-    def __call__(self, inp, out):
-        r = self.tap.hook(None, (inp,), out)
+    def __call__(self, out, args, kwargs):
+        r = self.tap.hook(None, (args[self.act],), out)
+        if not self.tap.muted:
+            self.tap.call = (self, args, kwargs)
         return out if r is None else r
+
+    def rerun(self, args, kwargs, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        a = list(args)
+        a[self.act], a[self.w] = x, w  # (input, weight, ...), embedding's (weight, ids, ...), addmm's (b, x, W)
+        return self.target(*a, **kwargs)
 
 
 class SiteTap:
     """One site's module: its recorded input and output, and per-sample products with a gradient δ."""
 
-    def __init__(self, site: Site, module: nn.Module):
+    def __init__(self, site: Site, module: nn.Module | GraphOp, weight: torch.Tensor | None = None):
         self.site, self.module = site, module
+        self.weight = module.weight if weight is None else weight  # the site's parameter
+        self.call = None  # graph taps: (hook, args, kwargs) of the op's last call
         self.kind = module.kind if isinstance(module, GraphOp) else (
             "embedding"
             if isinstance(module, nn.Embedding)
@@ -147,8 +164,19 @@ class SiteTap:
         # downstream in-place ops (ReLU(inplace=True)) must not rewrite the tensor we take δ at
         return output.clone()
 
+    def forward_with(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The site's op on input `x` with weight `w` (bias and layer settings as in the last forward)."""
+        if isinstance(self.module, GraphOp):
+            hook, args, kwargs = self.call
+            return hook.rerun(args, kwargs, x, w)
+        self.muted = True
+        try:
+            return functional_call(self.module, {"weight": w}, (x,))
+        finally:
+            self.muted = False
+
     def reset(self, batch: int = 0) -> None:
-        self.inp = self.out = self._rows = None
+        self.inp = self.out = self._rows = self.call = None
         self.calls = 0
         self.batch = batch
 
@@ -174,7 +202,7 @@ class SiteTap:
 
     def weight_rows(self, w: torch.Tensor) -> torch.Tensor:
         """A weight-shaped tensor as (groups, O_g, K_g)."""
-        w = w.float()
+        w = w.float().T if getattr(self.module, "transposed", False) else w.float()
         return w.reshape(self.groups, w.shape[0] // self.groups, -1)
 
     # ---- embedding: per-(sample, row) gradient blocks ------------------------------------------
@@ -262,7 +290,8 @@ class Taps:
                 raise Unsupported(f"site {s.name!r} shares its weight with another module")
             if isinstance(found[s.param][0][1], Unsupported):
                 raise found[s.param][0][1]
-            self.taps.append(SiteTap(s, found[s.param][0][1]))
+            op = found[s.param][0][1]
+            self.taps.append(SiteTap(s, op, model.get_parameter(s.param) if isinstance(op, GraphOp) else None))
         self._handles = []
 
     def _graph_sites(self, gm: torch.fx.GraphModule) -> dict:
@@ -287,9 +316,8 @@ class Taps:
         graph, self._added = self._graph.graph, []
         for t in self.taps:
             node = self._nodes[t.site.param]
-            act = node.args[1] if t.kind == "embedding" else node.args[0]
             with graph.inserting_after(node):
-                new = graph.call_function(_GraphHook(t), (act, node))
+                new = graph.call_function(_GraphHook(t, node), (node, tuple(node.args), dict(node.kwargs)))
             node.replace_all_uses_with(new, delete_user_cb=lambda u, new=new: u is not new)
             self._added.append((node, new))
         self._graph.recompile()

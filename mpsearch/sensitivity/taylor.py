@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from torch.func import functional_call
 
 from ..activations import calibrate_choices
 from ..data import CalibrationData, primary_output
@@ -32,6 +31,7 @@ from ..rounding import rounded
 from ._base import Estimator, SensitivityTable, register_estimator, table_from_samples
 from ._curvature import curvature_for
 from ._persample import SiteTap, Taps, Unsupported
+from .measured import micro_batches
 
 
 def _columns(objective, out: torch.Tensor, batch, share: float, n: int, fisher: str, gen, probes: int):
@@ -47,29 +47,26 @@ def _columns(objective, out: torch.Tensor, batch, share: float, n: int, fisher: 
 
 def _quantized_output(tap: SiteTap, choice: Choice, weight_only: bool = False) -> torch.Tensor:
     """The site's output with its weight (and, unless `weight_only`, input activation) quantized."""
-    m = tap.module
     x = tap.inp
     if choice.act is not None and tap.kind != "embedding":
         x = choice.act.act_quantize(x, tap.act_params[choice.act.name])  # the static scale `apply` uses
-    w = m.weight.detach() if weight_only else rounded(m.weight, choice.weight)
-    tap.muted = True
-    try:
-        with torch.no_grad():
-            return functional_call(m, {"weight": w}, (x,))
-    finally:
-        tap.muted = False
+    w = tap.weight.detach() if weight_only else rounded(tap.weight, choice.weight)
+    with torch.no_grad():
+        return tap.forward_with(x, w)
 
 
 @dataclass(eq=False)
 class _GradientEstimator(Estimator):
-    """Shared loop: per batch, one forward with taps, then one backward per output column.
+    """Shared loop: per micro-batch, one forward with taps, then one backward per output column.
     `fisher`: empirical (squared per-sample loss gradients), true (the model's own Fisher), or auto (empirical
-    with labels); `probes`: Rademacher output probes per batch where the true Fisher is sampled."""
+    with labels); `probes`: Rademacher output probes per micro-batch where the true Fisher is sampled;
+    `micro_batch`: samples per forward, so memory is bounded by it, not by the number of samples."""
 
     needs: ClassVar[tuple[str, ...]] = ()  # which per-sample terms: "weight2" (ΣG²ΔW²), "out1", "out2"
     fisher: Literal["auto", "empirical", "true"] = "auto"
     max_samples: int = 512
     probes: int = 4
+    micro_batch: int = 32
 
     def _fisher_mode(self, objective) -> str:
         mode = self.fisher
@@ -82,42 +79,32 @@ class _GradientEstimator(Estimator):
     def _combine(self, parts: dict[str, torch.Tensor], choices: list[Choice]) -> torch.Tensor:
         raise NotImplementedError
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.micro_batch < 1:  # checked when the settings are given, before any work
+            raise UsageError(f"estimator {self.name!r} setting micro_batch must be a positive number of samples "
+                             f"per forward, not {self.micro_batch}; try micro_batch=32")
+
+    def _micro(self, model) -> int:
+        static = getattr(model, "_mpsearch_static_batch", None)  # a static-batch .pt2 runs that many rows at most
+        return min(self.micro_batch, static) if static else self.micro_batch
+
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
     ) -> SensitivityTable:
-        max_samples, probes = self.max_samples, self.probes
-        sub = data.sample(max_samples, seed)
+        sub = data.sample(self.max_samples, seed)
         fisher = self._fisher_mode(objective) if self.name != "taylor" else "gradient"
-        n = sub.num_samples
-        gen = torch.Generator().manual_seed(seed)
+        micro = self._micro(model)
         with eval_mode(model):
             params = [model.get_parameter(s.param) for s in sites]
             flags = [p.requires_grad for p in params]
-            samples: list[torch.Tensor] = []  # per batch: (sites, samples, choices)
             try:
                 for p in params:
                     p.requires_grad_(True)
                 acts = calibrate_choices(model, sub, sites, choices)
                 with Taps(model, sites) as taps, torch.enable_grad():
-                    for t in taps.taps:
-                        t.act_params = acts.get(t.site.name, {})
-                    dw = [
-                        [rounded(t.module.weight, c.weight) - t.module.weight.detach() for c in choices]
-                        for t in taps.taps
-                    ]
-                    for b in sub:
-                        taps.reset(b.size)
-                        out = primary_output(call_model(model, b.x))
-                        taps.check()
-                        if fisher == "gradient":
-                            g = torch.autograd.grad(
-                                objective.batch(out, b) * (b.size / n), out, retain_graph=True
-                            )[0]
-                            cols = [(g, 1.0)]
-                        else:
-                            cols = _columns(objective, out, b, b.size / n, n, fisher, gen, probes)
-                        samples.append(self._batch(taps, cols, dw, choices, out))
-                        del out
+                    samples = self._samples(model, taps, acts, micro_batches(sub, micro), choices, objective,
+                                            fisher, sub.num_samples, torch.Generator().manual_seed(seed))
             except Unsupported as e:
                 raise UsageError(
                     f"estimator {self.name!r} needs per-sample gradients, which this model's sites "
@@ -128,17 +115,34 @@ class _GradientEstimator(Estimator):
                     p.requires_grad_(f)
         per = torch.cat(samples, 1)  # (sites, samples, choices): each sample's share of Ω
         return table_from_samples(
-            self.name,
-            sites,
-            choices,
-            per,
-            self._reduce,
+            self.name, sites, choices, per, self._reduce,
             {**self.recorded_params(), "objective": objective.name, "fisher": fisher, "seed": seed},
         )
 
+    def _samples(self, model, taps: Taps, acts, batches, choices, objective, fisher: str, n: int, gen):
+        """Per micro-batch: one forward with taps, one backward per output column -> [(sites, samples, choices)]."""
+        for t in taps.taps:
+            t.act_params = acts.get(t.site.name, {})
+        dw = [[rounded(t.weight, c.weight) - t.weight.detach() for c in choices] for t in taps.taps]
+        samples = []
+        for b in batches:
+            taps.reset(b.size)
+            out = primary_output(call_model(model, b.x))
+            taps.check()
+            if fisher == "gradient":
+                g = torch.autograd.grad(objective.batch(out, b) * (b.size / n), out, retain_graph=True)[0]
+                cols = [(g, 1.0)]
+            else:
+                cols = _columns(objective, out, b, b.size / n, n, fisher, gen, self.probes)
+            samples.append(self._batch(taps, cols, dw, choices, out))
+            del out
+        taps.reset()
+        return samples
+
     def _batch(self, taps: Taps, cols, dw, choices, out) -> torch.Tensor:
+        rows = taps.taps[0].out.shape[0]  # a static-batch .pt2 pads the micro-batch: its padding rows are cut below
         parts = {
-            k: torch.zeros(len(taps.taps), out.shape[0], len(choices), dtype=torch.float64)
+            k: torch.zeros(len(taps.taps), rows, len(choices), dtype=torch.float64)
             for k in self.needs
         }
         diffs = {}
@@ -168,7 +172,7 @@ class _GradientEstimator(Estimator):
                                 parts[key][i, :, j] += (
                                     wgt * (dd * df.pow(power)).reshape(dd.shape[0], -1).sum(1).double().cpu()
                                 )
-        return self._combine(parts, choices)
+        return self._combine(parts, choices)[:, : out.shape[0]]
 
     @staticmethod
     def _reduce(per: torch.Tensor) -> torch.Tensor:

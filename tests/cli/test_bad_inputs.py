@@ -119,6 +119,9 @@ CASES = [
     ("bare number", lambda p, o: plan_argv(p, budget="4"), 1, "has no unit; write e.g. 4MB, 4bits or 4%"),
     ("memory above FP", lambda p, o: plan_argv(p, budget="1GB"), 1, "above the 16-bit model's"),
     ("bits above 16", lambda p, o: plan_argv(p, budget="20bits"), 1, "above the 16 bits/weight"),
+    # estimator settings, checked when they are given
+    ("micro_batch 0", lambda p, o: [*plan_argv(p), "--estimator", "fisher", "--estimator-option", "micro_batch=0"],
+     2, "setting micro_batch must be a positive number of samples per forward, not 0"),
     # plan files against the model, in each verb that reads one
     *[(f"{verb}: site missing", lambda p, o, v=verb: [v, p["model"], p["missing_site"], "-o", str(o / "q.pt2")],
        1, "gives no format for site 'features.3'") for verb in ("apply", "export")],

@@ -35,20 +35,12 @@ def fast(cls) -> dict:
     return {k: v for k, v in FAST.items() if k in cls.param_specs()}
 
 
-# Found by this suite after main's 7308209 (sites traced as GraphOps): the per-sample-gradient estimators
-# crash on a .pt2 with AttributeError ('GraphOp' object has no attribute 'weight') instead of refusing in
-# one line. strict: the mark fails as soon as that is fixed, so it cannot outlive the bug.
-PT2_CRASH = pytest.mark.xfail(strict=True, raises=AttributeError,
-                              reason="gradient estimators crash on a .pt2 instead of a one-line refusal")
-
-
 # kfac streams a Hugging Face decoder's blocks: it refuses a CNN by design; tests/llm/test_streaming.py
 # checks it against whole-model statistics on tiny Llama and Mixtral models instead.
 DECODER_ONLY = pytest.mark.skip(reason="decoder-only estimator (tests/llm/test_streaming.py)")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=PT2_CRASH) if n in ("fisher", "output", "taylor")
-                                  else pytest.param(n, marks=DECODER_ONLY) if n == "kfac" else n
+@pytest.mark.parametrize("name", [pytest.param(n, marks=DECODER_ONLY) if n == "kfac" else n
                                   for n in ESTIMATORS.primary_names()])
 def test_estimator_contract(name, module_case, pt2_case):
     cls = ESTIMATORS[name]

@@ -25,8 +25,9 @@ def test_front_dominates_uniform_precision(cnn, cnn_sens, tmp_path):
     assert dom.dominated.all()  # at every uniform plan's cost a mixed plan measures at least as well
     assert dom[dom.uniform.isin(["uniform int3", "uniform int4"])].strictly.all()  # and strictly where it matters
     plans = front.points[front.points.kind == "plan"]
-    # >= 4: a larger budget whose plan measures worse than a smaller one's takes that plan (listed once)
-    assert len(plans) >= 4 and plans.cost.is_unique
+    # a larger budget whose plan measures worse than a smaller one's takes that plan (listed once): on the
+    # digits CNN every budget above the int4-sized plan's carries it, which leaves 3 distinct plans
+    assert len(plans) >= 3 and plans.cost.is_unique
     assert np.all(np.diff(plans.sort_values("budget").cal_cross_entropy.to_numpy()) <= 1e-12)
     assert front.front.cal_cross_entropy.is_monotonic_decreasing  # cheaper points on the front measure worse
     paths = front.save(tmp_path / "front")

@@ -23,30 +23,30 @@ def loss_of(ex, assign, data=None) -> float:
 
 @pytest.fixture(scope="module")
 def brute_force_3bits(cnn):
-    """The digits CNN on 128 calibration digits with int2/int3/int4: every plan within 3 bits/weight (111 of
-    243), measured, and the Hessian table for those formats."""
+    """The digits CNN on 128 calibration digits with int2/int3/int4: every plan within 3.25 bits/weight (159 of
+    243), measured, and the Hessian table for those formats (there the ILP's plan measures 2.2x the best)."""
     cal = {"x": cnn.calibration["x"][:128], "y": cnn.calibration["y"][:128]}
     formats = ["int2", "int3", "int4"]
     names = list(mpsearch.Plan.from_assignments(cnn.model, {}).assignments)
     losses = {}
     for combo in itertools.product(formats, repeat=len(names)):
         assign = dict(zip(names, combo, strict=True))
-        if mpsearch.Plan.from_assignments(cnn.model, assign).totals["avg_bits"] <= 3 + 1e-9:
+        if mpsearch.Plan.from_assignments(cnn.model, assign).totals["avg_bits"] <= 3.25 + 1e-9:
             losses[combo] = loss_of(cnn, assign, cal)
     sens = mpsearch.sensitivity(cnn.model, cal, formats=formats, seed=0, max_probes=12)
     return cal, formats, sens, min(losses.values()), len(losses)
 
 
-@pytest.mark.parametrize("search,settings", [("refine", {"measurements": 30}), ("optuna", {"trials": 15})])
+@pytest.mark.parametrize("search,settings", [("refine", {"measurements": 30}), ("optuna", {"trials": 50})])
 def test_measured_searches_through_plan_find_the_brute_force_optimum(cnn, brute_force_3bits, search, settings):
     cal, formats, sens, best, n_feasible = brute_force_3bits
-    common = dict(budget="3bits", formats=formats, sensitivity=sens, guard_uniform=False)
+    common = dict(budget="3.25bits", formats=formats, sensitivity=sens, guard_uniform=False)
     ilp = mpsearch.plan(cnn.model, cal, search="ilp", **common)
     assert loss_of(cnn, ilp.assignments, cal) > best * 1.05  # the proxy misleads the ILP here
     p = mpsearch.plan(cnn.model, cal, search=search, search_settings=settings, **common)
     assert settings.get("measurements", settings.get("trials")) < n_feasible / 3  # not by enumeration
     assert loss_of(cnn, p.assignments, cal) == pytest.approx(best)
-    assert p.totals["avg_bits"] <= 3 + 1e-9
+    assert p.totals["avg_bits"] <= 3.25 + 1e-9
     assert p.provenance["search"] == search
     if search == "refine":
         assert p.measured["search"]  # what the search measured is kept with the plan

@@ -1,5 +1,6 @@
 """Fisher / first-order Taylor / output-side scores equal their brute-force per-sample definitions."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,3 +110,106 @@ def test_models_without_per_sample_support_get_a_clear_error():
 
     with pytest.raises(UsageError, match="hessian or measured"):
         _run("fisher", Twice(), as_data((torch.randn(8, 3), torch.randint(0, 3, (8,)))), "int4")
+
+
+def _digits_tables(model, ex, **settings):
+    from mpsearch.data import as_data
+
+    data = as_data((ex.calibration["x"], ex.calibration["y"]))
+    site_list = sites(model, ex.calibration["x"][:2])
+    choices = parse_choices("int4,int8,int4:int8", [])
+    obj = get_objective("cross_entropy")
+    return {n: get_estimator(n, progress=False, max_samples=60, **settings)
+            .estimate(model, site_list, choices, data, obj).frame for n in ("fisher", "taylor", "output")}
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic-batch", "static-batch"])
+def test_pt2_gives_the_modules_table_on_the_digits_cnn(digits, tmp_path, static):
+    """Per-sample gradients come from the exported graph's op nodes: the same numbers as the nn.Module's hooks.
+    A static-batch export (8 rows) runs micro-batches of 8, the last one padded; the padding rows are cut."""
+    from mpsearch.loading import load_model
+
+    x = digits.calibration["x"]
+    model = digits.model.eval()
+    shapes = None if static else ({0: torch.export.Dim("batch")},)
+    torch.export.save(torch.export.export(model, (x[:8],), dynamic_shapes=shapes), str(tmp_path / "d.pt2"))
+    gm = load_model(tmp_path / "d.pt2").module
+    on_module, on_pt2 = _digits_tables(model, digits), _digits_tables(gm, digits)
+    for name, frame in on_module.items():
+        other = on_pt2[name]
+        assert list(other.site) == list(frame.site) and (frame.omega > 0).all()
+        np.testing.assert_allclose(other.omega, frame.omega, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(other.omega_se, frame.omega_se, rtol=1e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["fisher", "taylor", "output"])
+def test_micro_batches_give_the_one_batch_table_with_bounded_per_sample_storage(name, monkeypatch):
+    """30 samples in one batch, scored 4 at a time: the same table, and no forward or per-sample product ever
+    holds more than 4 samples' site inputs / outputs / output gradients (counted, not timed)."""
+    from mpsearch.sensitivity import _persample
+    from mpsearch.sensitivity.taylor import _GradientEstimator
+
+    model, x, y = _setup()
+    whole, _ = _run(name, model, as_data((x, y), 30), "int3,int4:int4", micro_batch=30)
+    rows, elems = [], []
+    hook, batch = _persample.SiteTap.hook, _GradientEstimator._batch
+
+    def counted_hook(self, module, inputs, output):
+        rows.append(output.shape[0])
+        return hook(self, module, inputs, output)
+
+    def counted_batch(self, taps, cols, dw, choices, out):
+        elems.append(sum(t.inp.numel() + t.out.numel() for t in taps.taps) + sum(u.numel() for u, _ in cols))
+        return batch(self, taps, cols, dw, choices, out)
+
+    monkeypatch.setattr(_persample.SiteTap, "hook", counted_hook)
+    monkeypatch.setattr(_GradientEstimator, "_batch", counted_batch)
+    micro, _ = _run(name, model, as_data((x, y), 30), "int3,int4:int4", micro_batch=4)
+    assert max(rows) == 4 and len(elems) == 8  # ceil(30 / 4) forwards of at most 4 samples
+    per_sample = (6 + 10) + (10 + 4) + 4  # site inputs and outputs, and the output cotangent, per sample
+    assert max(elems) <= 4 * per_sample
+    np.testing.assert_allclose(micro.frame.omega, whole.frame.omega, rtol=1e-5)
+    np.testing.assert_allclose(micro.frame.omega_se, whole.frame.omega_se, rtol=1e-5)
+
+
+def test_micro_batch_must_be_positive():
+    with pytest.raises(UsageError, match="micro_batch must be a positive number"):
+        get_estimator("taylor", micro_batch=0)
+
+
+class _Conv1DNet(nn.Module):
+    """Hugging Face Conv1D's form: addmm(bias, x, W) with W stored (in, out)."""
+
+    def __init__(self, lin: nn.Linear, head: nn.Linear):
+        super().__init__()
+        self.weight = nn.Parameter(lin.weight.detach().T.contiguous())
+        self.bias = nn.Parameter(lin.bias.detach().clone())
+        self.head = head
+
+    def forward(self, x):
+        return self.head(torch.tanh(torch.addmm(self.bias, x, self.weight)))
+
+
+def test_an_addmm_site_in_a_pt2_is_scored_by_its_per_sample_definitions(tmp_path):
+    """A `.pt2` of Hugging Face Conv1D's form: fisher, taylor and output on the addmm site equal their brute-force
+    definitions on the stored (in, out) weight."""
+    from mpsearch.formats import get_format
+    from mpsearch.loading import load_model
+
+    model, x, y = _setup()
+    net = _Conv1DNet(model[0], model[2]).eval()
+    torch.export.save(torch.export.export(net, (x[:2],), dynamic_shapes=({0: torch.export.Dim("b")},)),
+                      str(tmp_path / "c.pt2"))
+    gm = load_model(tmp_path / "c.pt2").module
+    w = net.weight.detach()
+    dw = get_format("int3").quantize(w) - w
+    grads = [torch.autograd.grad(F.cross_entropy(net(x[i : i + 1]), y[i : i + 1]), net.weight)[0] for i in range(30)]
+    z = torch.addmm(net.bias, x, net.weight)
+    dl = torch.autograd.grad(F.cross_entropy(net.head(torch.tanh(z)), y, reduction="sum"), z)[0]
+    expect = {"fisher": 0.5 * float((torch.stack(grads).pow(2).mean(0) * dw.pow(2)).sum()),
+              "taylor": abs(float((torch.stack(grads).mean(0) * dw).sum())),
+              "output": 0.5 * float((dl.pow(2) * (x @ dw).pow(2)).sum()) / len(x)}
+    for name, value in expect.items():
+        table, site_list = _run(name, gm, as_data((x, y), 7), "int3")
+        assert site_list[0].param == "weight" and site_list[0].kind == "linear"
+        assert table.omega(site_list[0].name, "int3") == pytest.approx(value, rel=1e-4), name
