@@ -26,13 +26,9 @@ def _settings(name: str) -> dict:
     return _TINY.get(name, dict(max_samples=8, probes=1))  # the taylor family (fisher, output, auto_quantize)
 
 
-_PER_SAMPLE = ("auto_quantize", "fisher", "output", "taylor", "taylor1", "taylor2")
-_PT2_TAPS = "taylor.py builds per-sample taps over a .pt2 GraphOp, which has no .weight (AttributeError)"
-_KNOWN = {  # real bugs outside this area, strict: the test fails once they are fixed (then drop the entry)
-    **{(e, m, "static"): _PT2_TAPS for e in _PER_SAMPLE for m in ("mobilenet_v3_small", "lstm")},
-    ("kfac", "gpt2", "module"): "kfac (streaming.py) calls get_output_embeddings on a model that wraps a "
-                                "PreTrainedModel: AttributeError instead of a one-line refusal",
-}
+# Known bugs, as strict xfails: the test fails once one is fixed (then drop the entry). None open: the
+# per-sample estimators on a .pt2 and kfac on a wrapped PreTrainedModel (now a one-line refusal) were fixed.
+_KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 def _cases():
