@@ -57,11 +57,15 @@ def run_mpsearch(ex, bits: float, rounding: str = "rtn", estimator: str | None =
     lin = [s for s in sites if s.kind != "embedding"]
     emb = [s for s in sites if s.kind == "embedding"]
     n_lin, n_emb = sum(s.numel for s in lin), sum(s.numel for s in emb)
+    if rounding.startswith("awq"):  # its FP16 input scales ship too: ask for that much less
+        bits -= _awq_overhead(_linears(m))
     overall = (bits * n_lin + 16 * n_emb) / (n_lin + n_emb)  # the same bits over the linears, embeddings 16-bit
     kw = {} if estimator is None else {"estimator": estimator}
     plan = mpsearch.plan(m, ex.calibration, budget=f"{overall}bits", hardware=hardware,
                          exclude="encoder.embeddings.*", rounding=rounding, **kw)
-    achieved = sum(plan.sites[s.name]["bits"] for s in lin) / n_lin
+    with tempfile.TemporaryDirectory() as d:  # the bits of the exported file, AWQ's input scales included
+        report = mpsearch.export(m, plan, Path(d) / "plan.safetensors", data=ex.calibration)
+    achieved = (report.site_bytes * 8 - 16 * n_emb) / n_lin
     return mpsearch.apply(m, plan, data=ex.calibration), achieved
 
 
@@ -164,18 +168,27 @@ def _decoder_bits(model: nn.Module, schemes: dict[str, str]) -> float:
     return _bits({n: (m.out_features, m.in_features, schemes[n]) for n, m in lin.items()})
 
 
+def _awq_overhead(lin: dict[str, nn.Linear]) -> float:
+    """Bits per weight of AWQ's FP16 per-input-channel scales if every layer keeps one (an upper bound)."""
+    return 16 * sum(m.in_features for m in lin.values()) / sum(m.weight.numel() for m in lin.values())
+
+
 def run_mpsearch_decoder(ex, bits: float, rounding: str = "rtn", hardware: str | None = "h100"):
+    """`keep_16bit=True`: embeddings and LM head fixed at 16 bits, outside the bits average. The bits
+    reported are those of the exported file (codes, scales, zero-points and AWQ's input scales); an AWQ
+    plan is asked for the budget less its input scales' upper bound, so it ships within the budget."""
     m = ex.model
     lin = _block_linears(m)
     n_lin = sum(mod.weight.numel() for mod in lin.values())
-    rest = [p for n, p in m.named_parameters() if n.endswith(".weight") and p.dim() == 2
-            and n.removesuffix(".weight") not in lin]  # embeddings and LM head: 16-bit, counted as fixed
-    n_rest = sum(p.numel() for p in rest)
-    overall = (bits * n_lin + 16 * n_rest) / (n_lin + n_rest)
-    plan = mpsearch.plan(m, ex.calibration, budget=f"{overall}bits", hardware=hardware, keep_16bit=True,
+    ask = bits - (_awq_overhead(lin) if rounding.startswith("awq") else 0.0)
+    plan = mpsearch.plan(m, ex.calibration, budget=f"{ask}bits", hardware=hardware, keep_16bit=True,
                          rounding=rounding)
-    achieved = sum(plan.sites[s]["bits"] * lin[s].weight.numel() for s in lin) / n_lin
-    return mpsearch.apply(m, plan, data=ex.calibration), achieved
+    global _LAST
+    _LAST = plan
+    with tempfile.TemporaryDirectory() as d:
+        report = mpsearch.export(m, plan, Path(d) / "plan.safetensors", data=ex.calibration)
+    assert set(plan.assignments) == set(lin), "the plan's sites are the block linears"
+    return mpsearch.apply(m, plan, data=ex.calibration), report.site_bytes * 8 / n_lin
 
 
 def run_nncf_decoder(ex, bits: float):
@@ -250,23 +263,29 @@ def run_autoround_decoder(ex, bits: float):
         ar = AutoRound(m, tokenizer=tok, scheme=scheme, dataset=data, iters=200, nsamples=ids.shape[0],
                        seqlen=ids.shape[1] - 8)
         out = ar.quantize()
-    q = out[0] if isinstance(out, tuple) else out
-    cfg = getattr(ar, "layer_config", {}) or {}
-    schemes = {n: "int4_g128" if cfg.get(n, {}).get("bits") == 4 else
-               "int8_g128" if cfg.get(n, {}).get("bits") == 8 else "fp16" for n in _block_linears(q)}
-    return q, _decoder_bits(q, schemes)
+    q = (out[0] if isinstance(out, tuple) else out).float()  # it returns bf16; scored in FP32 like the rest
+    return q, _decoder_bits(q, {n: _grid_scheme(mod.weight) for n, mod in _block_linears(q).items()})
+
+
+def _grid_scheme(w: torch.Tensor) -> str:
+    """The scheme a returned (fake-quantized) weight is on, from its levels per group of 128."""
+    levels = max(len(torch.unique(g)) for g in w.detach().reshape(w.shape[0], -1, 128).flatten(0, 1)[:64])
+    return "int4_g128" if levels <= 16 else "int8_g128" if levels <= 256 else "fp16"
 
 
 MINILM = {"mpsearch (no target)": lambda ex, b: run_mpsearch(ex, b, hardware=None),
           "mpsearch --hardware h100": run_mpsearch,
+          "mpsearch (no target) --rounding gptq": lambda ex, b: run_mpsearch(ex, b, "gptq", hardware=None),
           "mpsearch --hardware h100 --rounding gptq": lambda ex, b: run_mpsearch(ex, b, "gptq"),
           "mpsearch --hardware h100 --rounding awq": lambda ex, b: run_mpsearch(ex, b, "awq"),
+          "mpsearch --hardware h100 --rounding awq+gptq": lambda ex, b: run_mpsearch(ex, b, "awq+gptq"),
           "nncf": run_nncf, "modelopt": run_modelopt, "autoround": run_autoround}
 DECODER = {"mpsearch (no target)": lambda ex, b: run_mpsearch_decoder(ex, b, hardware=None),
            "mpsearch --hardware h100": run_mpsearch_decoder,
            "mpsearch (no target) --rounding gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "gptq", None),
            "mpsearch --hardware h100 --rounding gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "gptq"),
            "mpsearch --hardware h100 --rounding awq": lambda ex, b: run_mpsearch_decoder(ex, b, "awq"),
+           "mpsearch --hardware h100 --rounding awq+gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "awq+gptq"),
            "nncf": run_nncf_decoder, "modelopt": run_modelopt_decoder, "autoround": run_autoround_decoder}
 PACKAGES = {"nncf": "nncf", "modelopt": "nvidia-modelopt", "autoround": "auto-round"}
 MEMORY = {"minilm": 5.8e6, "decoder": 460e3}  # the memory budget: the quantized layers' bytes, scales included
@@ -334,7 +353,9 @@ def main() -> None:
     args = ap.parse_args()
     for model in args.models.split(","):
         methods = MINILM if model == "minilm" else DECODER
-        names = [n for n in (args.only.split(",") if args.only else methods) if n in methods]
+        names = args.only.split(",") if args.only else list(methods)
+        if unknown := [n for n in names if n not in methods]:
+            raise SystemExit(f"unknown method(s) {unknown} for {model}; use {', '.join(methods)}")
         (_minilm if model == "minilm" else _decoder)(names, args.bits)
 
 
