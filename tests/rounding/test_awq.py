@@ -94,7 +94,7 @@ def test_awq_plan_applies_and_exports_the_same_weights(tmp_path):
     loaded = mpsearch.load_packed(tmp_path / "a.safetensors", copy.deepcopy(m))
     rtn = mpsearch.apply(m, mpsearch.Plan.from_assignments(m, plan.assignments, data=cal))
     scaled = 0
-    for site, f in plan.assignments.items():
+    for site in plan.assignments:
         w = q.get_parameter(f"{site}.weight")
         assert torch.equal(loaded.get_parameter(f"{site}.weight"), w), site
         if not torch.equal(w, rtn.get_parameter(f"{site}.weight")):  # α > 0 won: s is stored
