@@ -62,8 +62,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     LM head at 16 bits.
     `exclude`: site-name patterns (fnmatch, or `re:REGEX`) kept 16-bit; `pin`: `PATTERN=FORMAT` rules
     (or a dict) giving those sites exactly FORMAT (`mpsearch.scope`); both still count in the totals.
-    `rounding`: `rtn` (default) or `gptq` (`mpsearch.rounding`): how weights are rounded when scoring,
-    measuring and applying the plan (`apply`/`export` of a gptq plan take `data=`). `target` (`vllm`,
+    `rounding`: `rtn` (default), `gptq`, `awq` or `awq+gptq` (`mpsearch.rounding`): how weights are rounded
+    when scoring, measuring and applying the plan (`apply`/`export` of such a plan take `data=`). `target` (`vllm`,
     `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
     runs and ties fused sites (`mpsearch.targets`).
 

@@ -136,7 +136,9 @@ def decode_site(f, pname: str, info: dict) -> torch.Tensor:
     zeros = stream[info["codes"]:] if info["zeros"] else None
     scales = {k.split(":", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(f"{pname}:")
               and k != f"{pname}:packed"}
-    return fmt.decode(Encoded(codes, info["code_bits"], scales, zeros), shape)
+    from .rounding.awq import decode
+
+    return decode(fmt, Encoded(codes, info["code_bits"], scales, zeros), shape)  # AWQ's input scale too
 
 
 def load_packed(path: str | Path, model: nn.Module) -> nn.Module:

@@ -60,9 +60,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-16bit", action="store_true",  # llm
                    help="keep a language model's embeddings and LM head at 16 bits")
     add_scope_args(p)
-    p.add_argument("--rounding", default="rtn", choices=["rtn", "gptq"],
+    p.add_argument("--rounding", default="rtn", choices=["rtn", "gptq", "awq", "awq+gptq"],
                    help="how weights are rounded when scoring and applying the plan: rtn (round to nearest, "
-                        "default) or gptq (Hessian error feedback on the calibration inputs)")
+                        "default), gptq (Hessian error feedback on the calibration inputs), awq (activation-"
+                        "aware input-channel scales, stored as FP16 per input channel) or awq+gptq")
     p.add_argument("-o", "--output", default="plan.json", help="where to write the plan (default: plan.json)")
 
 

@@ -7,6 +7,11 @@
   Applies to Linear and Conv1d/Conv2d sites (groups = 1) whose format has a fixed-grid form (the
   `int` family: symmetric, full-range, asymmetric; any granularity and clip); other sites and
   formats are rounded to nearest, and the plan says which (`provenance.rounding`).
+- `awq`: activation-aware per-input-channel scaling (`rounding.awq`), s = mean|x|^α with α searched
+  per site for the least layer-output error on the calibration inputs, for any weight format, on
+  Linear sites (other sites round to nearest). s ships as one FP16 vector per input channel
+  (`awq_in`, 16 bits per input column, in the exported bytes; the plan's budget does not count it).
+- `awq+gptq`: the same scales, with the scaled weight rounded by GPTQ (`int` formats; others RTN).
 
 While a `Rounding` is active for a model (`with rounding.active(model):`), `rounded(param, fmt)` and
 `encoded(param, fmt)` give that rounding; `apply`, `export`, the guard and the estimators call them,
@@ -25,7 +30,7 @@ from torch import nn
 from ..errors import UsageError
 from ..formats import Encoded, Format
 
-ROUNDINGS = ("rtn", "gptq")
+ROUNDINGS = ("rtn", "gptq", "awq", "awq+gptq")
 _ACTIVE: contextvars.ContextVar[Rounding | None] = contextvars.ContextVar("mpsearch_rounding", default=None)
 
 
@@ -64,20 +69,23 @@ def _input_rows(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def input_hessians(model: nn.Module, data) -> dict[str, torch.Tensor]:
-    """param FQN -> H = 2XᵀX/n (float64) over every calibration input of its module, 16-bit model."""
+def input_statistics(model: nn.Module, data) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """param FQN -> (H = 2XᵀX/n in float64, mean |x| per input column) over every calibration input of
+    its module, 16-bit model (GPTQ needs H; AWQ needs both)."""
     from ..data import as_data
     from ..model import call_model
 
     mods = _hessian_modules(model)
-    acc: dict[str, list] = {p: [None, 0] for p in mods}
+    acc: dict[str, list] = {p: [None, 0, None] for p in mods}
 
     def hook(pname):
         def fn(mod, inputs, output):
             rows = _input_rows(mod, inputs[0].detach()).float()
             a = acc[pname]
             xtx = (rows.T @ rows).double()  # float32 products, float64 sum over batches
+            ab = rows.abs().double().sum(0)
             a[0] = xtx if a[0] is None else a[0] + xtx
+            a[2] = ab if a[2] is None else a[2] + ab
             a[1] += rows.shape[0]
         return fn
 
@@ -89,7 +97,13 @@ def input_hessians(model: nn.Module, data) -> dict[str, torch.Tensor]:
     finally:
         for h in handles:
             h.remove()
-    return {p: 2 * a[0] / a[1] for p, a in acc.items() if a[0] is not None}
+    done = {p: a for p, a in acc.items() if a[0] is not None}
+    return {p: 2 * a[0] / a[1] for p, a in done.items()}, {p: a[2] / a[1] for p, a in done.items()}
+
+
+def input_hessians(model: nn.Module, data) -> dict[str, torch.Tensor]:
+    """param FQN -> H = 2XᵀX/n (float64) over every calibration input of its module, 16-bit model."""
+    return input_statistics(model, data)[0]
 
 
 class Rounding:
@@ -102,13 +116,40 @@ class Rounding:
         self._cache: dict[tuple[str, str], Encoded] = {}
         self._factors: dict[str, tuple] = {}
         self.hessians: dict[str, torch.Tensor] = {}
-        if self.name == "gptq":
+        self.abs_means: dict[str, torch.Tensor] = {}
+        self.linear: set[str] = set()  # AWQ's sites: a Linear's input channel is one column of W
+        if self.name != "rtn":
             if data is None:
-                raise UsageError("gptq rounding needs calibration data; pass data= (CLI: --data or --example)")
-            self.hessians = input_hessians(model, data)
+                raise UsageError(f"{self.name} rounding needs calibration data; pass data= (CLI: --data or --example)")
+            self.hessians, self.abs_means = input_statistics(model, data)
+            self.linear = {p for p, m in _hessian_modules(model).items() if isinstance(m, nn.Linear)}
 
     def applies(self, pname: str | None, fmt: Format) -> bool:
-        return self.name == "gptq" and pname in self.hessians and hasattr(fmt, "grid_params")
+        if self.name == "gptq":
+            return pname in self.hessians and hasattr(fmt, "grid_params")
+        return self.name != "rtn" and pname in self.hessians and pname in self.linear
+
+    def _gptq(self, pname: str, fmt: Format, weight: torch.Tensor, h: torch.Tensor | None = None) -> Encoded:
+        from .gptq import DAMP, gptq_encode, inverse_hessian_factor
+
+        kw = {k: v for k, v in self.settings.items() if k in ("damp", "block", "dtype")}
+        if h is not None:  # AWQ's scaled weight: its own Hessian, no shared factor
+            return gptq_encode(fmt, weight, h, **kw)
+        if pname not in self._factors:  # one factorization per site, shared by its formats
+            self._factors[pname] = inverse_hessian_factor(self.hessians[pname], kw.get("damp", DAMP))
+        return gptq_encode(fmt, weight, self.hessians[pname], **kw, factor=self._factors[pname])
+
+    def _encode(self, pname: str, fmt: Format, weight: torch.Tensor) -> Encoded:
+        if self.name == "gptq":
+            return self._gptq(pname, fmt, weight)
+        from .awq import GRID, awq_encode
+
+        inner = None
+        if self.name == "awq+gptq" and hasattr(fmt, "grid_params"):
+            def inner(f, w, h):
+                return self._gptq(pname, f, w, h)
+        return awq_encode(fmt, weight, self.hessians[pname], self.abs_means[pname],
+                          grid=self.settings.get("grid", GRID), inner=inner)
 
     def encoded(self, param: torch.Tensor, fmt: Format) -> Encoded:
         pname = self._params.get(id(param))
@@ -116,21 +157,17 @@ class Rounding:
             return fmt.encode(param.detach())
         key = (pname, fmt.name)
         if key not in self._cache:
-            from .gptq import DAMP, gptq_encode, inverse_hessian_factor
-
-            if pname not in self._factors:  # one factorization per site, shared by its formats
-                self._factors[pname] = inverse_hessian_factor(self.hessians[pname],
-                                                              self.settings.get("damp", DAMP))
-            self._cache[key] = gptq_encode(fmt, param.detach().cpu(), self.hessians[pname], **self.settings,
-                                           factor=self._factors[pname])
+            self._cache[key] = self._encode(pname, fmt, param.detach().cpu())
         return self._cache[key]
 
     def rounded(self, param: torch.Tensor, fmt: Format) -> torch.Tensor:
         pname = self._params.get(id(param))
         if not self.applies(pname, fmt):
             return fmt.quantize(param.detach())
+        from .awq import decode
+
         enc = self.encoded(param, fmt)
-        return fmt.decode(enc, tuple(param.shape)).to(device=param.device, dtype=param.dtype)
+        return decode(fmt, enc, tuple(param.shape)).to(device=param.device, dtype=param.dtype)
 
     @contextmanager
     def active(self):

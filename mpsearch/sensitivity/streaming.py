@@ -45,6 +45,7 @@ from ..data import CalibrationData, _slice, _to
 from ..errors import UsageError
 from ..formats import Choice
 from ..model import Site, batch_size_of
+from ..rounding import rounded
 from ._base import Estimator, SensitivityTable, register_estimator
 
 
@@ -513,9 +514,10 @@ class _Pass:
     def score(self, todo: list[Site]) -> None:
         """Ω rows for `todo` (statistics complete), then free their accumulators."""
         for s in todo:
-            w = self.model.get_parameter(s.param).detach()
+            p = self.model.get_parameter(s.param)
+            w = p.detach()
             for c in self.choices:
-                dw = (c.weight.quantize(w) - w).float()
+                dw = (rounded(p, c.weight) - w).float()  # the active rounding (GPTQ/AWQ): Ω for what ships
                 om, se = 0.0, 0.0
                 for st in self.linear.get(s.name, []):
                     if st.n[0] or st.n[1]:
