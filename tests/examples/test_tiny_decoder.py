@@ -1,6 +1,7 @@
 """The bundled tiny decoder: a real trained causal LM; mixed plans against uniform 4-bit baselines on held-out text.
 
-Plans: kfac sensitivities on the 32 calibration sequences, ILP, GPTQ rounding (scored and applied);
+Plans: kfac sensitivities on the 32 calibration sequences scored under GPTQ rounding (the rounding that
+is applied), ILP;
 baselines: uniform round-to-nearest. Held out: all 64 test sequences x 128 characters (FP perplexity
 5.87). Measured:
 
@@ -9,12 +10,12 @@ baselines: uniform round-to-nearest. Held out: all 64 test sequences x 128 chara
 | uniform int4_g128 | 4.125 | 5.968 | 0.390 |
 | uniform mxfp4 | 4.25 | 5.888 | 0.543 |
 | uniform nvfp4 | 4.5 | 5.911 | 0.163 |
-| plan @ 3.5 bits | 3.50 | 5.888 | 0.144 |
-| plan @ 4.25 bits | 4.25 | 5.896 | 0.050 |
+| plan @ 3.5 bits | 3.49 | 5.890 | 0.140 |
+| plan @ 4.25 bits | 4.25 | 5.885 | 0.038 |
 
-Asserted: both plans beat every baseline of equal or larger size on tail KL, and int4_g128 / nvfp4 on
-perplexity. NOT met (so not asserted): mxfp4's perplexity — it is within 0.0002 at 3.5 bits and 0.008
-below the 4.25-bit plan, although its tail KL is 3.8-11x worse.
+Asserted: both plans beat every baseline of equal or larger size on tail KL and perplexity, except
+mxfp4's perplexity at 3.5 bits (NOT met, so not asserted: 5.890 vs 5.888, although mxfp4's tail KL is
+3.9x worse; the per-sequence paired difference is within one standard error).
 """
 
 from __future__ import annotations
@@ -57,11 +58,10 @@ def test_gptq_plans_beat_uniform_4bit_baselines_of_equal_or_larger_size(decoder)
     for f in BITS:
         with quantized(model, {s: f for s in names}):
             uniform[f] = measure(model, test, METRICS)
-    table = mpsearch.sensitivity(model, cal, estimator="kfac", formats=FORMATS, cache=False)
     rounding = Rounding("gptq", model, cal)
     for budget in (3.5, 4.25):
-        plan = mpsearch.plan(model, cal, budget=f"{budget}bits", formats=FORMATS, sensitivity=table,
-                             rounding="gptq", guard_uniform=False, search="ilp")
+        plan = mpsearch.plan(model, cal, budget=f"{budget}bits", formats=FORMATS, estimator="kfac",
+                             rounding="gptq", cache=False, guard_uniform=False, search="ilp")
         assert plan.totals["avg_bits"] <= budget + 1e-9
         with rounding.active(), quantized(model, plan.assignments):
             got = measure(model, test, METRICS)
@@ -69,5 +69,5 @@ def test_gptq_plans_beat_uniform_4bit_baselines_of_equal_or_larger_size(decoder)
             if bits < budget:
                 continue
             assert got["kl_p999"] < uniform[base]["kl_p999"], (budget, base, got, uniform[base])
-            if base != "mxfp4":
+            if base != "mxfp4" or budget > 3.5:
                 assert got["perplexity"] < uniform[base]["perplexity"], (budget, base, got, uniform[base])
