@@ -67,9 +67,10 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
     runs and ties fused sites (`mpsearch.targets`).
 
-    `search="auto"` (the default) is `local` except for a Hugging Face language model (`ilp`). `local` solves the ILP on the proxy, measures its k best plans on `data` and then
-    runs a measured local search (`search="ilp"`: the proxy's plan alone, no measured search); `max_evals`
-    (distinct plans measured) and `time_limit` (seconds) bound it, and the plan's `measured["search_summary"]` says what it measured.
+    `search="auto"` (the default) is `local` except for a Hugging Face language model (`ilp`). `local`
+    solves the ILP on the proxy, measures its k best plans on `data` and then runs a measured local search
+    (`search="ilp"`: the proxy's plan alone, no measured search); `max_evals` (distinct plans measured) and
+    `time_limit` (seconds) bound it, and the plan's `measured["search_summary"]` says what it measured.
     """
     search_settings = with_budget(search_settings, max_evals, time_limit)
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=dict(estimator_settings or {}),

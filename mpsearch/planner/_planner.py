@@ -72,7 +72,8 @@ class PlanConfig:
     keep_16bit: bool = False  # a language model's embeddings and LM head stay 16-bit (mpsearch.hf)
     exclude: object = None   # site patterns kept 16-bit (mpsearch.scope)
     pin: object = None       # PATTERN=FORMAT rules (mpsearch.scope)
-    rounding: str = "rtn"    # rtn | gptq | awq | awq+gptq (mpsearch.rounding): how weights are rounded, scored and applied
+    rounding: str = "rtn"    # rtn | gptq | awq | awq+gptq (mpsearch.rounding): how weights are rounded, scored,
+    #                          and applied
     target: object = None    # a runtime profile (mpsearch.targets): per-site candidates and fused-site ties
 
     def solve_only(self, **changes) -> PlanConfig:
