@@ -137,7 +137,7 @@ def scope_kwargs(args: argparse.Namespace) -> dict:
     return {"exclude": getattr(args, "exclude", None), "pin": getattr(args, "pin", None)}
 
 
-# >>> dist: several processes for kfac (mpsearch.distributed)
+# -- several processes for kfac (mpsearch.distributed) ------------------------------------------------
 def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", metavar="LIST",
                    help="spread kfac's decoder blocks over these devices, one process each: cuda:0,cuda:1 (NCCL), "
@@ -177,4 +177,15 @@ def device_settings(args: argparse.Namespace, settings: dict) -> dict:
     if devices is not None and len(devices) == 1 and not distributed.launched():
         return {**settings, "device": devices[0]}
     return settings
-# <<< dist
+
+
+def run_on_ranks(args: argparse.Namespace, run) -> int:
+    """`run(args, inputs)` in the only process or on rank 0; the other ranks serve their blocks of rank 0's
+    kfac estimate and write nothing."""
+    from ..sensitivity.streaming import serve
+
+    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
+        if ranks is not None and not ranks.main:
+            serve(inp.model)
+            return 0
+        return run(args, inp)

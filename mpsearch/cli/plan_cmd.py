@@ -10,7 +10,6 @@ from ..planner import PlanConfig, Planner
 from ..report import comparison_table, site_table, totals_line
 from ..search.local import with_budget
 from ..search.settings import key_value
-from ..sensitivity.streaming import serve
 from ._common import (
     Inputs,
     add_data_args,
@@ -19,7 +18,7 @@ from ._common import (
     add_scope_args,
     device_settings,
     info,
-    rank_session,
+    run_on_ranks,
     scope_kwargs,
 )
 from ._registry import command
@@ -73,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print("mpsearch plan: error: the following arguments are required: --budget (or --max-drop) (see --help)",
               file=sys.stderr)
         raise SystemExit(2)
-    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
-        if ranks is not None and not ranks.main:
-            serve(inp.model)  # the other ranks: their blocks of rank 0's estimates; nothing written
-            return 0
-        return _run(args, inp)
+    return run_on_ranks(args, _run)
 
 
 def _run(args: argparse.Namespace, inp: Inputs) -> int:

@@ -9,8 +9,7 @@ from ..io import atomic_write_text
 from ..planner import PlanConfig, Planner
 from ..search.settings import key_value
 from ..sensitivity import estimator_names
-from ..sensitivity.streaming import serve
-from ._common import Inputs, add_data_args, add_device_args, add_model_args, device_settings, info, rank_session
+from ._common import Inputs, add_data_args, add_device_args, add_model_args, device_settings, info, run_on_ranks
 from ._registry import command
 
 
@@ -45,11 +44,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 @command("sensitivity", "estimate per-site, per-format sensitivity with error bars", arguments)
 def run(args: argparse.Namespace) -> int:
-    with rank_session(args, args.estimator, lambda: Inputs(args)) as (ranks, inp):
-        if ranks is not None and not ranks.main:
-            serve(inp.model)  # the other ranks: their blocks of rank 0's estimate; nothing written
-            return 0
-        return _run(args, inp)
+    return run_on_ranks(args, _run)
 
 
 def _run(args: argparse.Namespace, inp: Inputs) -> int:
