@@ -373,15 +373,19 @@ def _verified(sol: Solution, problem: SearchProblem, m: _Matrix, time_limit, thr
     (an error). With `verify`, the other backend solves the same problem; a strictly better answer from
     it means the first one's "optimal" was not (CBC's on badly scaled tables), and the better one is kept
     with a warning. Both land in `info['verification']`."""
-    lp = _lp_bound(m) if m.t_col is None else math.nan  # `max`'s epigraph carries Ω in other units: not checked
-    lp = problem.aggregate.from_solver(lp * m.scale) if not math.isnan(lp) else math.nan
+    other = {"highs": "cbc", "cbc": "highs"}[sol.solver]
+    alt = solve_ilp(problem, solver=other, time_limit=time_limit, threads=threads, exclude=exclude) \
+        if verify and other in available_solvers() else None
+    if alt is not None:  # the same problem's LP relaxation, solved once: the other backend's check has it
+        lp = alt.info["verification"]["lp_bound"]
+    else:
+        lp = _lp_bound(m) if m.t_col is None else math.nan  # `max`'s epigraph carries Ω in other units: not checked
+        lp = problem.aggregate.from_solver(lp * m.scale) if not math.isnan(lp) else math.nan
     if not math.isnan(lp) and sol.objective < lp - 1e-6 * max(abs(lp), 1e-12):
         raise RuntimeError(f"ILP answer {sol.objective:.6g} is below its LP relaxation {lp:.6g}: the solver's "
                            "model is inconsistent (a bug; please report it with the table)")
     check = {"lp_bound": lp}
-    other = {"highs": "cbc", "cbc": "highs"}[sol.solver]
-    if verify and other in available_solvers():
-        alt = solve_ilp(problem, solver=other, time_limit=time_limit, threads=threads, exclude=exclude)
+    if alt is not None:
         check.update(other=other, other_objective=alt.objective)
         if alt.objective < sol.objective - 1e-9 * max(abs(sol.objective), 1e-300):
             warnings.warn(f"ILP solver {sol.solver} returned {sol.objective:.6g}, {other} found "

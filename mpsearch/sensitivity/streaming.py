@@ -69,10 +69,11 @@ def _first(out):
 
 def _head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(final norm, LM head) of a Hugging Face decoder."""
-    if not callable(getattr(model, "get_output_embeddings", None)) or model.get_output_embeddings() is None:
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is None:
         raise UsageError(f"estimator 'kfac' streams a Hugging Face causal LM (a PreTrainedModel with an LM head); "
                          f"{type(model).__name__} is not one: pass the PreTrainedModel itself, or use 'fisher'")
-    head = model.get_output_embeddings()
     base = model.base_model
     for name in ("norm", "ln_f", "final_layernorm", "final_layer_norm"):
         norm = getattr(base, name, None)
