@@ -203,3 +203,41 @@ def test_pairwise_needs_the_sum_and_known_rows():
         solve(table, {"bytes": 4.0}, pairwise=pw, aggregate="max")
     with pytest.raises(UsageError, match="unknown objective aggregate"):
         solve(table, {"bytes": 4.0}, aggregate="median")
+
+
+@pytest.mark.skipif(len(available_solvers()) < 2, reason="needs both HiGHS and CBC")
+def test_verify_replaces_a_wrong_optimal_with_the_other_solvers_answer(monkeypatch):
+    """A backend that labels a sub-optimal plan "optimal" (injected: the greedy plan) is caught by
+    verify=True, which solves with the other backend and keeps the better plan; without it the wrong
+    plan comes back."""
+    import mpsearch.search.ilp as ilp
+
+    table, limits = _hard_instance()
+    exact = solve(table, limits, solver="highs")
+    monkeypatch.setattr(ilp, "_solve_highs", lambda m, *a: ilp._Result(ilp._greedy(m), "optimal", math.nan))
+    trusted = solve(table, limits, solver="highs")
+    assert trusted.objective > exact.objective * (1 + 1e-6)  # the injected answer really is worse
+    with pytest.warns(UserWarning, match="keeping cbc's plan"):
+        checked = solve(table, limits, solver="highs", verify=True)
+    assert checked.solver == "cbc" and checked.objective == pytest.approx(exact.objective, rel=1e-9)
+    assert checked.info["verification"]["other_objective"] == pytest.approx(exact.objective, rel=1e-9)
+
+
+def test_lp_relaxation_bounds_every_answer_and_an_answer_below_it_is_an_error(monkeypatch):
+    """The LP relaxation is a lower bound no solver bookkeeping enters: it sits at or below the
+    brute-force optimum, and an answer below it (injected: an LP bound above every plan) is refused."""
+    import mpsearch.search.ilp as ilp
+
+    for seed in range(6):
+        table, limits, ties, pw = instance(seed)
+        best = brute_force(table, limits, ties, pw, "sum")
+        if best is None:
+            continue
+        sol = solve(table, limits, ties, pw)
+        lp = sol.info["verification"]["lp_bound"]
+        assert lp <= best + 1e-9 and sol.objective == pytest.approx(best, rel=1e-9, abs=1e-9)
+        assert sol.bound >= lp - 1e-12
+    table, limits = _hard_instance()
+    monkeypatch.setattr(ilp, "_lp_bound", lambda m: 1e30)
+    with pytest.raises(RuntimeError, match="below its LP relaxation"):
+        solve(table, limits)
