@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import threading
@@ -144,8 +145,11 @@ def tokens(shape: Shape, device: str) -> dict:
     return {"x": {"input_ids": ids[:, :-1].to(device)}, "y": ids[:, 1:].to(device)}
 
 
-def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, estimators: bool,
-                   formats: str | None = None):
+HUTCHINSON = ("hessian", "hutchinson")  # the estimators that `--probes` caps
+
+
+def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, estimators,
+                   formats: str | None = None, probes: int | None = None):
     """The whole model on the device: default plan end to end (sensitivity, then search and guard)."""
     shape = SHAPES[key]
     label = f"{shape.name} {shape.samples}x{shape.seq_len}"
@@ -162,10 +166,19 @@ def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, es
                     "peak_host_GB": max(r["peak_host_GB"] for r in st.rows[-2:]), "error": ""})
     print(st.rows[-1], flush=True)
     if estimators:
-        for name in estimator_names():
-            if name != "kfac":
-                st.run(label, f"sensitivity ({name})",
-                       lambda name=name: mpsearch.sensitivity(model, data, estimator=name, cache=False))
+        seen = {type(get_estimator("kfac"))}
+        for name in estimator_names():  # each estimator once (aliases such as output = auto_quantize skipped)
+            if type(get_estimator(name)) not in seen and not seen.add(type(get_estimator(name))):
+                if estimators is not True and name not in estimators:
+                    continue
+                hutch = {"max_probes": probes, "min_probes": min(8, probes)} if probes and name in HUTCHINSON else {}
+                t = st.run(label, f"sensitivity ({name}{', ' + str(probes) + ' probes' if hutch else ''})",
+                           lambda name=name, hutch=hutch: mpsearch.sensitivity(model, data, estimator=name,
+                                                                               cache=False, **hutch))
+                if t is not None and t.site_info is not None and "probes" in t.site_info:  # Hutchinson progress
+                    print(f"  {name}: method={t.settings.get('method')} probes={int(t.site_info.probes.max())} "
+                          f"tol unmet at {len(t.settings.get('tol_unmet', []))} of {len(t.site_info)} sites",
+                          flush=True)
     model = table = None  # free the GPU before the next configuration
     gc.collect()
 
@@ -302,7 +315,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (what CI runs)")
     ap.add_argument("--only", choices=["tinyllama", "llama3-8b", "llama-70b"], action="append")
-    ap.add_argument("--estimators", action="store_true", help="also time every other registered estimator")
+    ap.add_argument("--estimators", nargs="?", const="all", help="also time every other registered estimator "
+                    "(or these, comma-separated)")
+    ap.add_argument("--probes", type=int, help="max Hutchinson probes for hessian/hutchinson (default: theirs)")
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--layers", default="2,4", help="70B-shaped layer counts to stream")
     ap.add_argument("--out", type=Path, help="write the table as markdown here")
@@ -320,13 +335,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                    torch.float32 if args.smoke else torch.bfloat16, args.smoke)
         return pd.DataFrame()
     st = Steps(cuda)
+    est = (True if args.estimators == "all" else set(args.estimators.split(","))) if args.estimators else False
+    if est:  # the Hutchinson engine's choices (func or double, probes per pass) on stdout
+        logging.basicConfig(format="  %(name)s: %(message)s")
+        logging.getLogger("mpsearch.sensitivity.hessian").setLevel(logging.INFO)
     if devices is not None:
         key = "smoke" if args.smoke else (args.only or ["llama-70b"])[0]
         spread_layers(st, key, devices, torch.float32 if args.smoke else torch.bfloat16,
                       2 if args.smoke else args.micro_batch, [int(v) for v in args.layers.split(",")],
                       baseline=not args.no_baseline, smoke=args.smoke)
     elif args.smoke:
-        plan_on_device(st, "smoke", "cpu", torch.float32, 2, args.estimators, formats="int4,int8,bf16")
+        plan_on_device(st, "smoke", "cpu", torch.float32, 2, est, formats="int4,int8,bf16", probes=args.probes)
         stream_layers(st, "smoke", "cpu", torch.float32, 2, [1, 2])
     else:
         for key in args.only or ["tinyllama", "llama3-8b", "llama-70b"]:
@@ -334,7 +353,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 stream_layers(st, key, device, torch.bfloat16, args.micro_batch,
                               [int(v) for v in args.layers.split(",")])
             else:
-                plan_on_device(st, key, device, torch.bfloat16, args.micro_batch, args.estimators)
+                plan_on_device(st, key, device, torch.bfloat16, args.micro_batch, est, probes=args.probes)
     frame = pd.DataFrame(st.rows)
     text = markdown(frame)
     print()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 60
 PENDING = {
     "mpsearch/search/ilp.py:_build", "mpsearch/search/optuna_search.py:optuna_search",
-    "mpsearch/search/refine.py:refine", "mpsearch/sensitivity/hessian.py:hutchinson_traces",
+    "mpsearch/search/refine.py:refine",
     "mpsearch/sensitivity/hessian.py:ggn_traces", "mpsearch/sensitivity/hessian.py:estimate",
     "mpsearch/sensitivity/zeroq.py:distill", "hardware_models/_calibrate.py:calibrate",
     "hardware_models/_spec.py:parse_spec",

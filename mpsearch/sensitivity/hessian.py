@@ -45,6 +45,7 @@ from ._base import Estimator, SensitivityTable, register_estimator, weight_pertu
 from ._curvature import curvature_for
 from ._persample import Taps, Unsupported
 from ._structure import nonlinear_ops
+from .measured import micro_batches
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +119,53 @@ def _func_hvp(model: nn.Module, names: list[str], params: list[torch.Tensor], lo
     return lambda vs: list(batched(*vs))
 
 
-def _double_backward_hvp(params: list[torch.Tensor], loss_of):
-    """Double backward over a gradient graph built once; probes batched with is_grads_batched."""
-    grads = torch.autograd.grad(loss_of(None), params, create_graph=True)
+def _double_backward_hvp(params: list[torch.Tensor], loss_of, keep: bool = True):
+    """Double backward over a gradient graph; probes batched with is_grads_batched. `keep`: build the graph
+    once and reuse it for every call (one micro-batch); else rebuild it per call, so that several
+    micro-batches' graphs are never alive together."""
+    graph: list = []
+
+    def grads():
+        if graph:
+            return graph[0]
+        g = torch.autograd.grad(loss_of(None), params, create_graph=True)
+        if keep:
+            graph.append(g)
+        return g
 
     def hvp(vs):
+        gs = grads()
         try:
             return list(
                 torch.autograd.grad(
-                    grads, params, grad_outputs=vs, retain_graph=True, is_grads_batched=vs[0].shape[0] > 1
+                    gs, params, grad_outputs=vs, retain_graph=True, is_grads_batched=vs[0].shape[0] > 1
                 )
             )
-        except RuntimeError:  # an op without a batching rule: one probe at a time
+        except RuntimeError as e:  # an op without a batching rule: one probe at a time
+            if "derivative for" in str(e) or _is_oom(e):
+                raise
             outs = [
-                torch.autograd.grad(grads, params, grad_outputs=[v[i] for v in vs], retain_graph=True)
+                torch.autograd.grad(gs, params, grad_outputs=[v[i] for v in vs], retain_graph=True)
                 for i in range(vs[0].shape[0])
             ]
             return [torch.stack(t) for t in zip(*outs, strict=False)]
+
+    if keep:
+        grads()  # fail here, at construction, where an op has no derivative at all
+    return hvp
+
+
+def _summed(engines: list):
+    """H·v of a loss that is the sum of the engines' losses (one per micro-batch): memory is one micro-batch's."""
+    if len(engines) == 1:
+        return engines[0]
+
+    def hvp(vs):
+        total = None
+        for e in engines:
+            hv = e(vs)
+            total = hv if total is None else [a.add_(b) for a, b in zip(total, hv, strict=False)]
+        return total
 
     return hvp
 
@@ -142,13 +173,20 @@ def _double_backward_hvp(params: list[torch.Tensor], loss_of):
 def _finite_difference_hvp(params: list[torch.Tensor], loss_of):
     """H·v ≈ (∇L(θ + hv) − ∇L(θ − hv)) / 2h from first-order gradients only: for ops with no second
     derivative (hardsigmoid_backward in MobileNetV3). h ≈ ε^(1/3)·(1 + ‖θ‖)/‖v‖ balances float32
-    rounding against the O(h²) truncation of the central difference."""
+    rounding against the O(h²) truncation of the central difference. `loss_of` may be a list (one loss
+    per micro-batch, gradients summed)."""
+    losses = loss_of if isinstance(loss_of, (list, tuple)) else [loss_of]
+
     def grad_at(shift):
         with torch.no_grad():
             for p, d in zip(params, shift, strict=False):
                 p.add_(d)
         try:
-            return torch.autograd.grad(loss_of(None), params)
+            total = None
+            for one in losses:
+                g = torch.autograd.grad(one(None), params)
+                total = list(g) if total is None else [a.add_(b) for a, b in zip(total, g, strict=False)]
+            return total
         finally:
             with torch.no_grad():
                 for p, d in zip(params, shift, strict=False):
@@ -195,6 +233,60 @@ def _kwargs(x):
     return x if isinstance(x, dict) else {}
 
 
+def _engine(model, params, losses: list, names, hvp: str):
+    """The HVP engine for the summed `losses`: torch.func where it traces (`hvp` auto/func), else double
+    backward, falling back to finite differences where an op has no second derivative."""
+    if hvp in ("auto", "func") and names is not None:
+        try:
+            engines = [_func_hvp(model, names, params, one) for one in losses]
+            engines[0]([torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params])  # traces?
+            log.info("hessian probes: torch.func forward-over-reverse over %d micro-batch(es)", len(losses))
+            return _summed(engines)
+        except Exception as e:  # noqa: BLE001 - torch.func cannot trace every model; fall back
+            if hvp == "func":
+                raise
+            log.info("hessian probes: double backward over %d micro-batch(es) (torch.func: %s)", len(losses),
+                     str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__)
+    keep = len(losses) == 1
+    return _with_first_order_fallback(_summed([_double_backward_hvp(params, one, keep) for one in losses]),
+                                      params, losses if len(losses) > 1 else losses[0])
+
+
+def _probe(gen: torch.Generator, params: list[torch.Tensor], active: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """k Rademacher probes per active block; converged blocks get zeros, so their cross-block noise leaves
+    the sites still probed."""
+    vs = []
+    for p, on in zip(params, active.tolist(), strict=False):
+        if on:
+            v = torch.randint(0, 2, (k, *p.shape), generator=gen, dtype=torch.int8) * 2 - 1
+            vs.append(v.to(p.device, p.dtype))
+        else:
+            vs.append(torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device))
+    return vs
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _in_passes(engine, vs: list[torch.Tensor], size: int) -> tuple[list[torch.Tensor], int]:
+    """`engine(vs)` in passes of at most `size` probes, halving `size` whenever a pass runs out of device
+    memory (the probes stay the same). Returns the HVPs and the size that fit."""
+    k = vs[0].shape[0]
+    while True:
+        try:
+            parts = [engine([v[i:i + size] for v in vs]) for i in range(0, k, size)]
+            return ([torch.cat(t) for t in zip(*parts, strict=False)] if len(parts) > 1 else parts[0]), size
+        except RuntimeError as e:
+            if not _is_oom(e) or size == 1:
+                raise
+            log.info("hessian probes: out of memory at %d probes per pass; retrying with %d", size, max(1, size // 2))
+            size = max(1, size // 2)
+            del e
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
 def hutchinson_traces(
     model: nn.Module,
     params: list[torch.Tensor],
@@ -212,20 +304,14 @@ def hutchinson_traces(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-block Hessian traces of `loss_fn(call)`: (trace, standard error, probes per block).
 
-    `loss_fn(call)` computes the loss with `call(x)` as the model's forward (None: the model itself).
-    `hvp`: "func" (forward-over-reverse, needs `names`), "double", or "auto" (func, else double).
+    `loss_fn(call)` computes the loss with `call(x)` as the model's forward (None: the model itself); a
+    list of them (one per micro-batch) is summed, each HVP accumulated over them so that memory is one
+    micro-batch's, whatever the number of tokens. `hvp`: "func" (forward-over-reverse, needs `names`),
+    "double", or "auto" (func, else double). A batch of probes that runs out of device memory is halved
+    and retried (the probes drawn are the same), down to one probe per pass.
     """
-    engine = None
-    if hvp in ("auto", "func") and names is not None:
-        try:
-            engine = _func_hvp(model, names, params, loss_fn)
-            engine([torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params])
-        except Exception:  # noqa: BLE001 - torch.func cannot trace every model; fall back
-            if hvp == "func":
-                raise
-            engine = None
-    if engine is None:
-        engine = _with_first_order_fallback(_double_backward_hvp(params, loss_fn), params, loss_fn)
+    losses = list(loss_fn) if isinstance(loss_fn, (list, tuple)) else [loss_fn]
+    engine = _engine(model, params, losses, names, hvp)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     stats = _Welford(len(params))
     active = torch.ones(len(params), dtype=torch.bool)
@@ -234,17 +320,16 @@ def hutchinson_traces(
     try:
         while used < max_probes and bool(active.any()):
             k = min(probe_batch, max_probes - used)
-            vs = []
-            for p, on in zip(params, active.tolist(), strict=False):
-                if on:
-                    v = torch.randint(0, 2, (k, *p.shape), generator=gen, dtype=torch.int8) * 2 - 1
-                    vs.append(v.to(p.device, p.dtype))
-                else:  # converged blocks get no probe: their cross-block noise leaves the others
-                    vs.append(torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device))
-            hv = engine(vs)
+            vs = _probe(gen, params, active, k)
+            t0 = time.perf_counter()
+            hv, probe_batch = _in_passes(engine, vs, probe_batch)
+            if not used:
+                log.info("hessian probes: first %d probe(s) in %.2f s, %d per pass", k, time.perf_counter() - t0,
+                         probe_batch)
             vals = torch.stack(
                 [(v * h).reshape(k, -1).sum(1).double().cpu() for v, h in zip(vs, hv, strict=False)], 1
             )
+            del hv
             for row in vals:
                 stats.add(row, active)
             used += k
@@ -376,8 +461,10 @@ class _FrozenExcept:
 class HessianTrace(Estimator):
     """Hessian-trace Ω. `max_exact`: up to this many output columns per sample the GGN is exact (8 costs at
     most twice the minimal sampled run of 4 probes; more columns are sampled). `min_probes` is Hutchinson's.
-    `probe_batch`: probes per vmapped Hutchinson call (None: 8 on a GPU, 1 on CPU, where vmapped probes
-    multiply activation memory and gain nothing)."""
+    `probe_batch`: probes per vmapped Hutchinson call (None: 8 on a GPU, halved while a pass runs out of
+    memory; 1 on CPU, where vmapped probes multiply activation memory and gain nothing). `micro_batch`:
+    samples per Hutchinson pass (None: the data's own batches); each probe's HVP is summed over them, so
+    memory is one micro-batch's whatever the number of tokens."""
 
     name = "hessian"
     method: Literal["auto", "ggn", "hutchinson"] = "auto"
@@ -389,6 +476,7 @@ class HessianTrace(Estimator):
     probe_batch: int | None = None
     hvp: Literal["auto", "func", "double"] = "auto"
     adaptive: bool = True
+    micro_batch: int | None = None
 
     def estimate(
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
@@ -428,7 +516,7 @@ class HessianTrace(Estimator):
                 tr, se, n = hutchinson_traces(
                     model,
                     params,
-                    lambda call: data_loss(model, sub, objective, call),
+                    _micro_losses(model, sub, objective, self.micro_batch),
                     names=[s.param for s in sites],
                     tol=tol,
                     min_probes=self.min_probes,
@@ -464,6 +552,17 @@ class HessianTrace(Estimator):
              "seconds": round(seconds, 4), **({"tol_unmet": unmet} if unmet else {})},
             info,
         )
+
+
+def _micro_losses(model: nn.Module, data: CalibrationData, objective, micro_batch: int | None) -> list:
+    """One loss per micro-batch (`micro_batch` samples; None: the data's own batches), each weighted by its
+    share of the samples: their sum is the objective on all of `data`, and one HVP pass holds one
+    micro-batch's graph, so memory does not grow with the number of samples or tokens."""
+    if getattr(model, "_mpsearch_static_batch", None) is not None:
+        micro_batch = None  # a static-batch .pt2 runs its exported batch only (`fit_batches` cut the data so)
+    parts = list(micro_batches(data, micro_batch) if micro_batch else data)
+    n = data.num_samples
+    return [lambda call, b=b: data_loss(model, CalibrationData([b]), objective, call) * (b.size / n) for b in parts]
 
 
 def _math_attention():
