@@ -213,3 +213,21 @@ def rounding_for(model: nn.Module, name: str | None, data=None, **settings):
         return
     with Rounding(name, model, data, **settings).active() as r:
         yield r
+
+
+def state(r: Rounding | None, pnames=None) -> dict | None:
+    """What another process needs to round the sites `pnames` (all: None) exactly as `r` does — its name,
+    settings and calibration statistics — so that a rank of `--devices` scores the rounding that ships.
+    None for round-to-nearest."""
+    if r is None or r.name == "rtn":
+        return None
+    keep = (lambda d: dict(d)) if pnames is None else (lambda d: {k: v for k, v in d.items() if k in pnames})
+    return {"name": r.name, "settings": dict(r.settings), "hessians": keep(r.hessians),
+            "abs_means": keep(r.abs_means), "linear": sorted(r.linear if pnames is None else r.linear & set(pnames))}
+
+
+def from_state(model: nn.Module, st: dict) -> Rounding:
+    """`state`'s rounding for this process's copy of the model (its parameters; no calibration pass)."""
+    r = Rounding("rtn", model, **st["settings"])
+    r.name, r.hessians, r.abs_means, r.linear = st["name"], st["hessians"], st["abs_means"], set(st["linear"])
+    return r

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed
+from .. import distributed, rounding
 from ..data import CalibrationData, _slice, _to
 from ..errors import UsageError
 from ..formats import Choice
@@ -193,7 +193,8 @@ class StreamingKFAC(Estimator):
 
             _head(model)  # what would fail on every rank fails here, before the others are busy
             distributed.share(len(decoder_layers(model)), ranks.world, 0)
-            ranks.submit(replace(job, micro=[_to(x, "cpu") for x in job.micro]))
+            ranks.submit(replace(job, micro=[_to(x, "cpu") for x in job.micro],
+                                 rounding=rounding.state(rounding.current(), {s.param for s in sites})))
             parts = ranks.collect(_work(self, model, job, ranks))
             self.ranks_ = [{k: v for k, v in vars(p).items() if k != "rows"} for p in parts]
             rows = [r for p in parts for r in p.rows]
@@ -237,6 +238,7 @@ class _Job:
     choices: list[Choice]
     micro: list
     seed: int
+    rounding: dict | None = None  # rank 0's active rounding (`rounding.state`): the other ranks score the same
 
 
 @dataclass
@@ -274,7 +276,8 @@ def serve(model: nn.Module, ranks=None) -> int:
     model = prepare(model)  # the attention kernel and mode rank 0's Planner uses
     done = 0
     while (job := ranks.next_job()) is not None:
-        ranks.collect(_work(StreamingKFAC(**job.settings, progress=False), model, job, ranks))
+        with rounding.from_state(model, job.rounding).active() if job.rounding else nullcontext():
+            ranks.collect(_work(StreamingKFAC(**job.settings, progress=False), model, job, ranks))
         done += 1
     return done
 

@@ -114,3 +114,29 @@ def test_benchmark_spreads_the_same_layers_and_gets_the_same_table(tmp_path):
     table = (tmp_path / "t.md").read_text()
     assert "rank 0: blocks 0-0 on cpu" in table and "rank 1: blocks 1-2 on cpu" in table
     assert "tables equal: True" in table and "tables differ" not in table
+
+
+def test_other_ranks_score_the_rounding_that_ships(checkpoints, tmp_path):
+    """A GPTQ plan over 2 gloo ranks: rank 1 rounds its blocks with rank 0's GPTQ statistics (not to nearest),
+    so every site's predicted error and the plan equal the one-process plan's."""
+    import json
+
+    torch.save(token_batch(6, 12), tmp_path / "tok.pt")
+    args = ["plan", str(checkpoints["llama"]), "--data", str(tmp_path / "tok.pt"), "--formats", "int2,int4,bf16",
+            "--rounding", "gptq", "--estimator", "kfac", "--estimator-option", "micro_batch=2", "--budget", "5bits",
+            "--search", "ilp", "--no-cache",
+            "--no-guard"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*args, "-o", str(tmp_path / "one.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = subprocess.run([sys.executable, "-m", "mpsearch", *args, "--devices", "cpu,cpu", "-o",
+                        str(tmp_path / "two.json")], capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert one["provenance"]["rounding"] == two["provenance"]["rounding"]
+    assert one["assignments"] == two["assignments"] and one["totals"] == two["totals"]
+    assert one["sites"] == two["sites"]  # every site's predicted error, rank 1's blocks included
