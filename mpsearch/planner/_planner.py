@@ -30,7 +30,7 @@ from ..objectives import Objective, better, default_objective, get_objective, me
 from ..plan import Plan, describe, provenance
 from ..quantize import quantized
 from ..report import comparison_rows
-from ..rounding import Rounding, linear_model, resolve_auto, rounding_key
+from ..rounding import Rounding, default_settings, linear_model, resolve_auto, rounding_key
 from ..scope import Scope, keep_format, scope
 from ..search import SearchProblem, Solution, get_searcher
 from ..search._base import check_feasible
@@ -190,7 +190,7 @@ class Planner:
     def rounding(self) -> Rounding:
         """How weights are rounded (mpsearch.rounding); GPTQ's statistics come from the 16-bit model."""
         with eval_mode(self.model):
-            return Rounding(self.config.rounding, self.model, self.data)
+            return Rounding(self.config.rounding, self.model, self.data, **default_settings(self.config.rounding))
 
     @cached_property
     def acts(self) -> ActParams:
@@ -270,6 +270,7 @@ class Planner:
                                             max_drop=None if max_drop is None else str(max_drop),
                                             **self.scope.rules, rounding=self.rounding.name,
                                             rounding_from=self.rounding_from,
+                                            rounding_settings=self.rounding.settings,
                                             formats_from=self.formats_from,
                                             target=getattr(targets.get_target(self.config.target), "name", None)))
         return describe(result, self.model, self.sites, self.hardware, sens.frame, self.acts)

@@ -2,15 +2,17 @@
 INT for a model of Linear layers (a transformer), RTN and per-channel INT for anything else (a CNN),
 stated in the plan's provenance."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 import mpsearch
 from mpsearch.errors import PlanError, UsageError
-from mpsearch.formats import DEFAULT_FORMATS, LINEAR_DEFAULT_FORMATS
+from mpsearch.formats import DEFAULT_FORMATS, LINEAR_DEFAULT_FORMATS, get_format
 from mpsearch.model import sites
-from mpsearch.rounding import linear_model, resolve_auto
+from mpsearch.rounding import GPTQ_SETTINGS, Rounding, linear_model, resolve_auto
 
 
 def _mlp(k=128):
@@ -44,6 +46,7 @@ def test_default_plan_of_a_linear_model_is_group_wise_gptq_and_says_so():
     assert plan.provenance["formats_from"] == "mpsearch default for Linear layers (no hardware target)"
     assert set(plan.assignments.values()) <= set(LINEAR_DEFAULT_FORMATS)
     assert plan.totals["avg_bits"] <= 4.5 + 1e-9
+    assert plan.provenance["rounding_settings"] == GPTQ_SETTINGS  # act-order, damp 0.1: apply re-derives them
     with pytest.raises(PlanError, match="needs the calibration data"):  # GPTQ's weights need its inputs
         mpsearch.apply(model, plan)
     q = mpsearch.apply(model, plan, data=x)
@@ -64,3 +67,18 @@ def test_default_plan_of_a_cnn_stays_rtn_per_channel(digits):
     assert plan.provenance["rounding_from"].startswith("auto: rtn")
     assert plan.provenance["formats"] == DEFAULT_FORMATS
     mpsearch.apply(digits.model, plan)  # no data needed
+
+
+def test_a_plan_without_rounding_settings_is_applied_as_it_was_made():
+    """Plans made before GPTQ_SETTINGS record none: apply rounds them with gptq_encode's own defaults."""
+    model, x = _mlp(), _data()
+    plan = mpsearch.plan(model, x, budget="4.5bits", estimator_settings={"max_probes": 8}, max_evals=2)
+    site, fmt = next((s, f) for s, f in plan.assignments.items() if f != "bf16")
+    pname = f"{site}.weight"  # a Linear site is named by its module
+    w = model.get_parameter(pname)
+    old = dataclasses.replace(plan, provenance={k: v for k, v in plan.provenance.items() if k != "rounding_settings"})
+    legacy = Rounding("gptq", model, x).rounded(w, get_format(fmt))
+    new = Rounding("gptq", model, x, **GPTQ_SETTINGS).rounded(w, get_format(fmt))
+    assert torch.equal(mpsearch.apply(model, old, data=x).get_parameter(pname), legacy)
+    assert torch.equal(mpsearch.apply(model, plan, data=x).get_parameter(pname), new)
+    assert not torch.equal(legacy, new)
