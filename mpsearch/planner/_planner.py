@@ -75,6 +75,7 @@ class PlanConfig:
     rounding: str = "auto"   # auto | rtn | gptq | awq | awq+gptq (mpsearch.rounding): how weights are rounded,
     #                          scored and applied; auto: gptq for a Linear-layer model, else rtn
     target: object = None    # a runtime profile (mpsearch.targets): per-site candidates and fused-site ties
+    rounding_settings: dict | None = None  # e.g. {"damp": 0.01, "act_order": False}; None: GPTQ_SETTINGS for GPTQ
 
     def solve_only(self, **changes) -> PlanConfig:
         """A copy with searcher-side fields changed (what `Planner.plan(..., search=...)` takes)."""
@@ -190,7 +191,9 @@ class Planner:
     def rounding(self) -> Rounding:
         """How weights are rounded (mpsearch.rounding); GPTQ's statistics come from the 16-bit model."""
         with eval_mode(self.model):
-            return Rounding(self.config.rounding, self.model, self.data, **default_settings(self.config.rounding))
+            settings = self.config.rounding_settings
+            settings = default_settings(self.config.rounding) if settings is None else dict(settings)
+            return Rounding(self.config.rounding, self.model, self.data, **settings)
 
     @cached_property
     def acts(self) -> ActParams:
@@ -219,7 +222,8 @@ class Planner:
                             **(self.config.estimator_settings if settings is None else settings))
         need = choices or self.choices
         key = (type(est).__qualname__, est.name, json.dumps(est.recorded_params(), sort_keys=True, default=str),
-               self.objective.name, self.config.seed, self.config.rounding)
+               self.objective.name, self.config.seed, self.config.rounding,
+               json.dumps(self.rounding.settings, sort_keys=True, default=str))
         names = {c.name for c in need}
         for have_names, table in self._tables.get(key, []):
             if names <= have_names:
