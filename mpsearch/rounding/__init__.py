@@ -10,14 +10,14 @@
   act-order with static groups and damp 0.1), with H = XᵀX of each site's calibration
   inputs on the 16-bit model (all sites from one pass, so a site's rounding does not depend on which
   other sites are quantized: the sensitivity of one site, the plan and the shipped model agree).
-  Applies to Linear and Conv1d/Conv2d sites (groups = 1) whose format has a fixed-grid form (the
-  `int` family: symmetric, full-range, asymmetric; any granularity and clip); other sites and
-  formats are rounded to nearest, and the plan says which (`provenance.rounding`).
+  Applies to Linear and Conv1d/Conv2d sites (groups = 1) whose format has a fixed-grid form
+  (`grid_params`: the `int` family, symmetric, full-range, asymmetric, any granularity and clip; OCP MX;
+  NVFP4); other sites and formats are rounded to nearest, and the plan says which (`provenance.rounding`).
 - `awq`: activation-aware per-input-channel scaling (`rounding.awq`), s = mean|x|^α with α searched
   per site for the least layer-output error on the calibration inputs, for any weight format, on
   Linear sites (other sites round to nearest). s ships as one FP16 vector per input channel
   (`awq_in`, 16 bits per input column, in the exported bytes; the plan's budget does not count it).
-- `awq+gptq`: the same scales, with the scaled weight rounded by GPTQ (`int` formats; others RTN).
+- `awq+gptq`: the same scales, with the scaled weight rounded by GPTQ (fixed-grid formats; others RTN).
 
 While a `Rounding` is active for a model (`with rounding.active(model):`), `rounded(param, fmt)` and
 `encoded(param, fmt)` give that rounding; `apply`, `export`, the guard and the estimators call them,
