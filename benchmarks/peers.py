@@ -1,5 +1,10 @@
 """mpsearch's default plan next to the mixed-precision modes of NNCF, Intel AutoRound and NVIDIA ModelOpt.
 
+The first row is the default: `mpsearch.plan(model, data, budget=...)` (CLI `mpsearch plan --example ...
+--budget B`) with no formats, rounding or hardware given; for these two transformers that resolves to
+group-wise full-range INT g128 (int3-int6 MSE clip, int8, bf16) with GPTQ rounding (`rounding="auto"`).
+OLD = the default before that (int2-int8 per channel and bf16, round to nearest).
+
     pip install 'mpsearch[peers,transformers]'
     python benchmarks/peers.py [--models minilm,decoder] [--bits 4.25 4.5 5] [--only mpsearch,nncf]
 
@@ -55,23 +60,30 @@ def _bits(layers: dict[str, tuple[int, int, str]]) -> float:
 
 
 # -- mpsearch -------------------------------------------------------------------------------------------
-def run_mpsearch(ex, bits: float, rounding: str = "rtn", estimator: str | None = None,
+def run_mpsearch(ex, bits: float, rounding: str | None = "rtn", estimator: str | None = None,
                  hardware: str | None = "h100", formats: str | None = None) -> tuple[nn.Module, float]:
+    """`rounding=None`, `hardware=None`, `formats=None`: not passed, i.e. mpsearch's defaults."""
     m = ex.model
     sites = mpsearch.sites(m, ex.calibration["x"])
     lin = [s for s in sites if s.kind != "embedding"]
     emb = [s for s in sites if s.kind == "embedding"]
     n_lin, n_emb = sum(s.numel for s in lin), sum(s.numel for s in emb)
-    if rounding.startswith("awq"):  # its FP16 input scales ship too: ask for that much less
+    if (rounding or "").startswith("awq"):  # its FP16 input scales ship too: ask for that much less
         bits -= _awq_overhead(_linears(m))
     overall = (bits * n_lin + 16 * n_emb) / (n_lin + n_emb)  # the same bits over the linears, embeddings 16-bit
-    kw = {} if estimator is None else {"estimator": estimator}
-    plan = mpsearch.plan(m, ex.calibration, budget=f"{overall}bits", hardware=hardware, formats=formats,
-                         exclude="encoder.embeddings.*", rounding=rounding, **kw)
+    kw = _given(estimator=estimator, rounding=rounding, hardware=hardware, formats=formats)
+    plan = mpsearch.plan(m, ex.calibration, budget=f"{overall}bits", exclude="encoder.embeddings.*", **kw)
+    global _LAST
+    _LAST = plan
     with tempfile.TemporaryDirectory() as d:  # the bits of the exported file, AWQ's input scales included
         report = mpsearch.export(m, plan, Path(d) / "plan.safetensors", data=ex.calibration)
     achieved = (report.site_bytes * 8 - 16 * n_emb) / n_lin
     return mpsearch.apply(m, plan, data=ex.calibration), achieved
+
+
+def _given(**options) -> dict:
+    """The options a row gives `mpsearch.plan`: None = not given (mpsearch's default)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 # -- NNCF: compress_weights, INT4_SYM g128 with INT8_ASYM backup by ratio (data-aware) ---------------------
@@ -180,7 +192,7 @@ def _awq_overhead(lin: dict[str, nn.Linear]) -> float:
     return 16 * sum(m.in_features for m in lin.values()) / sum(m.weight.numel() for m in lin.values())
 
 
-def run_mpsearch_decoder(ex, bits: float, rounding: str = "rtn", hardware: str | None = "h100",
+def run_mpsearch_decoder(ex, bits: float, rounding: str | None = "rtn", hardware: str | None = "h100",
                          formats: str | None = None):
     """`keep_16bit=True`: embeddings and LM head fixed at 16 bits, outside the bits average. The bits
     reported are those of the exported file (codes, scales, zero-points and AWQ's input scales); an AWQ
@@ -188,9 +200,9 @@ def run_mpsearch_decoder(ex, bits: float, rounding: str = "rtn", hardware: str |
     m = ex.model
     lin = _block_linears(m)
     n_lin = sum(mod.weight.numel() for mod in lin.values())
-    ask = bits - (_awq_overhead(lin) if rounding.startswith("awq") else 0.0)
-    plan = mpsearch.plan(m, ex.calibration, budget=f"{ask}bits", hardware=hardware, keep_16bit=True,
-                         rounding=rounding, formats=formats)
+    ask = bits - (_awq_overhead(lin) if (rounding or "").startswith("awq") else 0.0)
+    plan = mpsearch.plan(m, ex.calibration, budget=f"{ask}bits", keep_16bit=True,
+                         **_given(rounding=rounding, hardware=hardware, formats=formats))
     global _LAST
     _LAST = plan
     with tempfile.TemporaryDirectory() as d:
@@ -281,18 +293,26 @@ def _grid_scheme(w: torch.Tensor) -> str:
     return "int4_g128" if levels <= 16 else "int8_g128" if levels <= 256 else "fp16"
 
 
+DEFAULT_FORMATS = OLD = ",".join(mpsearch.formats.DEFAULT_FORMATS)  # the old default: int2-int8 per channel, bf16
 RICHER = "int3_fr_g128_mse,int4_fr_g128_mse,int5_fr_g128_mse,int6_fr_g128_mse,int8_fr_g128,nvfp4,mxfp4,bf16"
-MINILM = {"mpsearch (no target)": lambda ex, b: run_mpsearch(ex, b, hardware=None),
-          "mpsearch --hardware h100": run_mpsearch,
-          "mpsearch (no target) --rounding gptq": lambda ex, b: run_mpsearch(ex, b, "gptq", hardware=None),
+DEFAULT = "mpsearch plan (default)"
+MINILM = {DEFAULT: lambda ex, b: run_mpsearch(ex, b, None, None, None, None),
+          "mpsearch --formats OLD --rounding rtn (the old default)":
+              lambda ex, b: run_mpsearch(ex, b, formats=DEFAULT_FORMATS, hardware=None),
+          "mpsearch --hardware h100 --rounding rtn": run_mpsearch,
+          "mpsearch --formats OLD --rounding gptq":
+              lambda ex, b: run_mpsearch(ex, b, "gptq", hardware=None, formats=DEFAULT_FORMATS),
           "mpsearch --hardware h100 --rounding gptq": lambda ex, b: run_mpsearch(ex, b, "gptq"),
           "mpsearch --hardware h100 --rounding awq": lambda ex, b: run_mpsearch(ex, b, "awq"),
           "mpsearch --hardware h100 --rounding awq+gptq": lambda ex, b: run_mpsearch(ex, b, "awq+gptq"),
           "mpsearch --rounding gptq --formats RICHER": lambda ex, b: run_mpsearch(ex, b, "gptq", None, None, RICHER),
           "nncf": run_nncf, "modelopt": run_modelopt, "autoround": run_autoround}
-DECODER = {"mpsearch (no target)": lambda ex, b: run_mpsearch_decoder(ex, b, hardware=None),
-           "mpsearch --hardware h100": run_mpsearch_decoder,
-           "mpsearch (no target) --rounding gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "gptq", None),
+DECODER = {DEFAULT: lambda ex, b: run_mpsearch_decoder(ex, b, None, None, None),
+           "mpsearch --formats OLD --rounding rtn (the old default)":
+               lambda ex, b: run_mpsearch_decoder(ex, b, hardware=None, formats=DEFAULT_FORMATS),
+           "mpsearch --hardware h100 --rounding rtn": run_mpsearch_decoder,
+           "mpsearch --formats OLD --rounding gptq":
+               lambda ex, b: run_mpsearch_decoder(ex, b, "gptq", None, DEFAULT_FORMATS),
            "mpsearch --hardware h100 --rounding gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "gptq"),
            "mpsearch --hardware h100 --rounding awq": lambda ex, b: run_mpsearch_decoder(ex, b, "awq"),
            "mpsearch --hardware h100 --rounding awq+gptq": lambda ex, b: run_mpsearch_decoder(ex, b, "awq+gptq"),

@@ -41,13 +41,14 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
          estimator_settings: dict | None = None, search_settings: dict | None = None,
          sensitivity: SensitivityTable | None = None, max_drop: str | float | None = None,
          drop_metric: str | None = None, cache: bool = True, keep_16bit: bool = False, exclude=None, pin=None,
-         rounding: str = "rtn", target=None, max_evals: int | None = None,
+         rounding: str = "auto", target=None, max_evals: int | None = None,
          time_limit: float | None = None) -> Plan:
     """Choose a format per site that minimizes predicted damage within `budget`.
 
     `data`: calibration inputs (tensor, (x, y), dict, or iterable of batches); `budget`: `4MB`,
     `4.5bits`, `30%`, `latency=2ms` (with `hardware`), or a list of those; `formats`: candidate
-    choices (default int2-int8 per channel and bf16); `sensitivity`: a table from
+    choices (default: the `hardware` target's; without one, int2-int8 per channel and bf16, or for a
+    model of Linear layers int3-int6 / int8 g128 full-range (MSE clip) and bf16); `sensitivity`: a table from
     `mpsearch.sensitivity(...)` to reuse across budgets. The additive proxy can mislead, so the
     result is measured against every uniform plan that fits, and the better one is returned
     (`guard_uniform=False` skips that).
@@ -62,8 +63,9 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     LM head at 16 bits.
     `exclude`: site-name patterns (fnmatch, or `re:REGEX`) kept 16-bit; `pin`: `PATTERN=FORMAT` rules
     (or a dict) giving those sites exactly FORMAT (`mpsearch.scope`); both still count in the totals.
-    `rounding`: `rtn` (default), `gptq`, `awq` or `awq+gptq` (`mpsearch.rounding`): how weights are rounded
-    when scoring, measuring and applying the plan (`apply`/`export` of such a plan take `data=`). `target` (`vllm`,
+    `rounding`: `auto` (default: `gptq` for a model of Linear layers, else `rtn`), `rtn`, `gptq`, `awq` or
+    `awq+gptq` (`mpsearch.rounding`): how weights are rounded when scoring, measuring and applying the plan
+    (`apply`/`export` of a non-`rtn` plan take `data=`). `target` (`vllm`,
     `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
     runs and ties fused sites (`mpsearch.targets`).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..formats import DEFAULT_FORMATS
+from ..formats import DEFAULT_FORMATS, LINEAR_DEFAULT_FORMATS
 from ..planner import PlanConfig, Planner
 from ..report import comparison_table, site_table, totals_line
 from ..search.local import with_budget
@@ -30,7 +30,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", action="append", metavar="B",
                    help="4MB, 900KiB, 4.5bits, 30%%, latency=2ms, energy=5mJ, bops=2G; repeat to combine")
     p.add_argument("--formats", help="candidate formats, comma-separated (default: the --hardware target's "
-                   f"default_formats, else {','.join(DEFAULT_FORMATS)})")
+                   f"default_formats, else {','.join(DEFAULT_FORMATS)}; for a model of Linear layers "
+                   f"{','.join(LINEAR_DEFAULT_FORMATS)})")
     p.add_argument("--estimator", help="sensitivity estimator (default: hessian; kfac for a checkpoint "
                    "directory; measured with --data zeroq)")
     p.add_argument("--estimator-option", action="append", default=[], metavar="K=V", type=key_value,
@@ -59,10 +60,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-16bit", action="store_true",  # llm
                    help="keep a language model's embeddings and LM head at 16 bits")
     add_scope_args(p)
-    p.add_argument("--rounding", default="rtn", choices=["rtn", "gptq", "awq", "awq+gptq"],
-                   help="how weights are rounded when scoring and applying the plan: rtn (round to nearest, "
-                        "default), gptq (Hessian error feedback on the calibration inputs), awq (activation-"
-                        "aware input-channel scales, stored as FP16 per input channel) or awq+gptq")
+    p.add_argument("--rounding", default="auto", choices=["auto", "rtn", "gptq", "awq", "awq+gptq"],
+                   help="how weights are rounded when scoring and applying the plan: auto (default: gptq when "
+                        "every quantized layer is a Linear, else rtn), rtn (round to nearest), gptq (Hessian "
+                        "error feedback on the calibration inputs), awq (activation-aware input-channel "
+                        "scales, stored as FP16 per input channel) or awq+gptq")
     p.add_argument("-o", "--output", default="plan.json", help="where to write the plan (default: plan.json)")
 
 

@@ -23,9 +23,17 @@ from ._elements import E2M1, E2M3, E3M2, E4M3, E5M2, INT8, IntElement, Minifloat
 
 # Without a hardware target (and for `sensitivity`); a target's spec names its own (`default_formats`).
 DEFAULT_FORMATS = ["int2", "int3", "int4", "int5", "int6", "int8", "bf16"]
+# Without a hardware target, for a model whose quantized sites are all Linear layers with at least
+# `LINEAR_MIN_K` inputs (a transformer): group-wise full-range INT with an MSE clip, the weight-only
+# formats generic runtimes run (llama.cpp / Marlin / NNCF / AutoRound style), planned with GPTQ rounding
+# (`mpsearch.rounding`: `rounding="auto"`). 3 to 6 bits cover the 4-5 bit budgets finely; int8 g128 and
+# bf16 take the sites that need them.
+LINEAR_DEFAULT_FORMATS = ["int3_fr_g128_mse", "int4_fr_g128_mse", "int5_fr_g128_mse", "int6_fr_g128_mse",
+                          "int8_fr_g128", "bf16"]
+LINEAR_MIN_K = 128
 
 __all__ = [
     "Choice", "DEFAULT_FORMATS", "E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "Encoded", "Format", "FormatFamily",
-    "Granularity", "INT8", "IntElement", "Minifloat", "format_names", "get_choice", "get_format",
-    "parse_choices", "register_family",
+    "Granularity", "INT8", "IntElement", "LINEAR_DEFAULT_FORMATS", "LINEAR_MIN_K", "Minifloat", "format_names",
+    "get_choice", "get_format", "parse_choices", "register_family",
 ]

@@ -23,14 +23,14 @@ from ..activations import ActParams, calibrate_choices, plan_params
 from ..budget import Budget, Reference, parse_budgets, resolve
 from ..data import CalibrationData, as_data, check_fits
 from ..errors import UsageError
-from ..formats import Choice, parse_choices
+from ..formats import LINEAR_DEFAULT_FORMATS, Choice, parse_choices
 from ..memo import measure_key, remembered
 from ..model import Site, eval_mode, fingerprint, sites
 from ..objectives import Objective, better, default_objective, get_objective, measure
 from ..plan import Plan, describe, provenance
 from ..quantize import quantized
 from ..report import comparison_rows
-from ..rounding import Rounding, rounding_key
+from ..rounding import Rounding, default_settings, linear_model, resolve_auto, rounding_key
 from ..scope import Scope, keep_format, scope
 from ..search import SearchProblem, Solution, get_searcher
 from ..search._base import check_feasible
@@ -72,9 +72,10 @@ class PlanConfig:
     keep_16bit: bool = False  # a language model's embeddings and LM head stay 16-bit (mpsearch.hf)
     exclude: object = None   # site patterns kept 16-bit (mpsearch.scope)
     pin: object = None       # PATTERN=FORMAT rules (mpsearch.scope)
-    rounding: str = "rtn"    # rtn | gptq | awq | awq+gptq (mpsearch.rounding): how weights are rounded, scored,
-    #                          and applied
+    rounding: str = "auto"   # auto | rtn | gptq | awq | awq+gptq (mpsearch.rounding): how weights are rounded,
+    #                          scored and applied; auto: gptq for a Linear-layer model, else rtn
     target: object = None    # a runtime profile (mpsearch.targets): per-site candidates and fused-site ties
+    rounding_settings: dict | None = None  # e.g. {"damp": 0.01, "act_order": False}; None: GPTQ_SETTINGS for GPTQ
 
     def solve_only(self, **changes) -> PlanConfig:
         """A copy with searcher-side fields changed (what `Planner.plan(..., search=...)` takes)."""
@@ -116,9 +117,15 @@ class Planner:
                 kept = set(hf.head_and_embedding_sites(model, [s.name for s in self.sites]))
                 self.sites = [s for s in self.sites if s.name not in kept]
             self.data = raw.with_reference(model) if self.objective.needs_reference else raw
-        # rounding helper: without formats, the target's default_formats (hardware_models.default_formats)
+        # rounding helper: without formats, the target's default_formats (hardware_models.default_formats);
+        # without a target, group-wise INT for a Linear-layer model (LINEAR_DEFAULT_FORMATS)
         defaults, self.formats_from = hardware_models.default_formats(self.config.hardware)
+        if self.config.hardware is None and linear_model(self.sites):
+            defaults = list(LINEAR_DEFAULT_FORMATS)
+            self.formats_from = "mpsearch default for Linear layers (no hardware target)"
         self.formats_from = self.formats_from if self.config.formats is None else "given"
+        rounding, self.rounding_from = resolve_auto(self.config.rounding, self.sites)
+        self.config = replace(self.config, rounding=rounding)
         self.candidates = parse_choices(self.config.formats, defaults)  # before the target filters
         self._tables: dict = {} if _tables is None else _tables  # shared with variants
         self._given = sensitivity
@@ -132,8 +139,11 @@ class Planner:
             raise UsageError(f"PlanConfig has no field {bad[0]!r}; it has {', '.join(sorted(known))}")
         if self.config.estimator is None:  # keep the default chosen on the raw data (ZeroQ: measured)
             changes.setdefault("estimator", self.estimator_name)
-        return Planner(self.model, self.data, replace(self.config, **changes), site_list=self.sites,
-                       sensitivity=self._given, _tables=self._tables)
+        new = Planner(self.model, self.data, replace(self.config, **changes), site_list=self.sites,
+                      sensitivity=self._given, _tables=self._tables)
+        if "rounding" not in changes:  # the same rounding, for the same reason
+            new.rounding_from = self.rounding_from
+        return new
 
     # --- what every workflow shares, built on first use --------------------------------------------
 
@@ -181,7 +191,9 @@ class Planner:
     def rounding(self) -> Rounding:
         """How weights are rounded (mpsearch.rounding); GPTQ's statistics come from the 16-bit model."""
         with eval_mode(self.model):
-            return Rounding(self.config.rounding, self.model, self.data)
+            settings = self.config.rounding_settings
+            settings = default_settings(self.config.rounding) if settings is None else dict(settings)
+            return Rounding(self.config.rounding, self.model, self.data, **settings)
 
     @cached_property
     def acts(self) -> ActParams:
@@ -210,7 +222,8 @@ class Planner:
                             **(self.config.estimator_settings if settings is None else settings))
         need = choices or self.choices
         key = (type(est).__qualname__, est.name, json.dumps(est.recorded_params(), sort_keys=True, default=str),
-               self.objective.name, self.config.seed, self.config.rounding)
+               self.objective.name, self.config.seed, self.config.rounding,
+               json.dumps(self.rounding.settings, sort_keys=True, default=str))
         names = {c.name for c in need}
         for have_names, table in self._tables.get(key, []):
             if names <= have_names:
@@ -260,6 +273,8 @@ class Planner:
                                             hardware=getattr(self.hardware, "name", None),
                                             max_drop=None if max_drop is None else str(max_drop),
                                             **self.scope.rules, rounding=self.rounding.name,
+                                            rounding_from=self.rounding_from,
+                                            rounding_settings=self.rounding.settings,
                                             formats_from=self.formats_from,
                                             target=getattr(targets.get_target(self.config.target), "name", None)))
         return describe(result, self.model, self.sites, self.hardware, sens.frame, self.acts)

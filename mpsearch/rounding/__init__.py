@@ -1,17 +1,23 @@
 """How a weight is rounded onto its format's grid, the same way at plan time and at apply/export time.
 
-- `rtn` (default): round to nearest (`Format.quantize`).
-- `gptq`: Hessian-based error feedback (`rounding.gptq`), with H = XᵀX of each site's calibration
+- `auto` (the default of `plan` and `mpsearch plan`): `gptq` for a model whose quantized sites are
+  all Linear layers with at least `formats.LINEAR_MIN_K` inputs (a transformer; calibration data is
+  always there when planning), else `rtn` (`resolve_auto`). The plan records the rounding it resolved
+  to (`provenance.rounding`) and why (`provenance.rounding_from`); `apply`/`export` of a `gptq` plan
+  take `data=`.
+- `rtn`: round to nearest (`Format.quantize`).
+- `gptq`: Hessian-based error feedback (`rounding.gptq`; a new plan's settings: `GPTQ_SETTINGS`,
+  act-order with static groups and damp 0.1), with H = XᵀX of each site's calibration
   inputs on the 16-bit model (all sites from one pass, so a site's rounding does not depend on which
   other sites are quantized: the sensitivity of one site, the plan and the shipped model agree).
-  Applies to Linear and Conv1d/Conv2d sites (groups = 1) whose format has a fixed-grid form (the
-  `int` family: symmetric, full-range, asymmetric; any granularity and clip); other sites and
-  formats are rounded to nearest, and the plan says which (`provenance.rounding`).
+  Applies to Linear and Conv1d/Conv2d sites (groups = 1) whose format has a fixed-grid form
+  (`grid_params`: the `int` family, symmetric, full-range, asymmetric, any granularity and clip; OCP MX;
+  NVFP4); other sites and formats are rounded to nearest, and the plan says which (`provenance.rounding`).
 - `awq`: activation-aware per-input-channel scaling (`rounding.awq`), s = mean|x|^α with α searched
   per site for the least layer-output error on the calibration inputs, for any weight format, on
   Linear sites (other sites round to nearest). s ships as one FP16 vector per input channel
   (`awq_in`, 16 bits per input column, in the exported bytes; the plan's budget does not count it).
-- `awq+gptq`: the same scales, with the scaled weight rounded by GPTQ (`int` formats; others RTN).
+- `awq+gptq`: the same scales, with the scaled weight rounded by GPTQ (fixed-grid formats; others RTN).
 
 While a `Rounding` is active for a model (`with rounding.active(model):`), `rounded(param, fmt)` and
 `encoded(param, fmt)` give that rounding; `apply`, `export`, the guard and the estimators call them,
@@ -31,14 +37,46 @@ from ..errors import UsageError
 from ..formats import Encoded, Format
 
 ROUNDINGS = ("rtn", "gptq", "awq", "awq+gptq")
+AUTO = "auto"
+# The settings a new plan's GPTQ runs with (recorded in `provenance.rounding_settings`; a plan without
+# them is re-derived with `gptq_encode`'s own defaults, damp 0.01 in plain column order, as it was made):
+# act-order with static groups and damp 0.1. Uniform int4_fr_g128_mse, held-out: MiniLM-L6 cosine
+# 0.9836 -> 0.9851, tiny decoder perplexity 5.877 -> 5.865 / p99.9 token KL 0.038 -> 0.024
+# (benchmarks/peers.py data; damp 0.01 with act-order 0.9853 on MiniLM).
+GPTQ_SETTINGS = {"damp": 0.1, "act_order": True}
+
+
+def default_settings(name: str) -> dict:
+    """The rounding settings a new plan records for rounding `name` (GPTQ's: `GPTQ_SETTINGS`)."""
+    return dict(GPTQ_SETTINGS) if name in ("gptq", "awq+gptq") else {}
 _ACTIVE: contextvars.ContextVar[Rounding | None] = contextvars.ContextVar("mpsearch_rounding", default=None)
 
 
-def check_name(name: str | None) -> str:
+def check_name(name: str | None, allow_auto: bool = False) -> str:
     name = (name or "rtn").lower()
-    if name not in ROUNDINGS:
-        raise UsageError(f"unknown rounding {name!r}; use one of {', '.join(ROUNDINGS)}")
+    if name not in ROUNDINGS and not (allow_auto and name == AUTO):
+        raise UsageError(f"unknown rounding {name!r}; use one of {', '.join((AUTO,) + ROUNDINGS)}")
     return name
+
+
+def linear_model(site_list) -> bool:
+    """Whether every quantized (non-embedding) site is a Linear layer with at least LINEAR_MIN_K inputs:
+    a transformer's projections, where group-wise INT with GPTQ is the default (`LINEAR_DEFAULT_FORMATS`)."""
+    from ..formats import LINEAR_MIN_K
+
+    weights = [s for s in site_list if s.kind != "embedding"]
+    return bool(weights) and all(s.kind == "linear" and len(s.shape) == 2 and s.shape[-1] >= LINEAR_MIN_K
+                                 for s in weights)
+
+
+def resolve_auto(name: str | None, site_list) -> tuple[str, str]:
+    """(rounding, why) for a plan's `rounding` setting; `auto` picks gptq for a Linear-layer model."""
+    name = check_name(name, allow_auto=True)
+    if name != AUTO:
+        return name, "given"
+    if linear_model(site_list):
+        return "gptq", "auto: gptq (every quantized site is a Linear layer; calibration data given)"
+    return "rtn", "auto: rtn (not every quantized site is a Linear layer with >= 128 inputs)"
 
 
 def _hessian_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -132,9 +170,9 @@ class Rounding:
     def _gptq(self, pname: str, fmt: Format, weight: torch.Tensor, h: torch.Tensor | None = None) -> Encoded:
         from .gptq import DAMP, gptq_encode, inverse_hessian_factor
 
-        kw = {k: v for k, v in self.settings.items() if k in ("damp", "block", "dtype")}
-        if h is not None:  # AWQ's scaled weight: its own Hessian, no shared factor
-            return gptq_encode(fmt, weight, h, **kw)
+        kw = {k: v for k, v in self.settings.items() if k in ("damp", "block", "dtype", "act_order")}
+        if h is not None or kw.get("act_order"):  # AWQ's scaled weight / a permuted H: no shared factor
+            return gptq_encode(fmt, weight, self.hessians[pname] if h is None else h, **kw)
         if pname not in self._factors:  # one factorization per site, shared by its formats
             self._factors[pname] = inverse_hessian_factor(self.hessians[pname], kw.get("damp", DAMP))
         return gptq_encode(fmt, weight, self.hessians[pname], **kw, factor=self._factors[pname])

@@ -10,6 +10,11 @@ updates are applied lazily in blocks of `block` columns. Dead inputs (diag H = 0
 A group's grid (scale, zero-point) is fixed from the error-updated weights when the sweep reaches the
 group's first column (the reference implementation's `groupsize` mode); per-channel and per-tensor
 grids are fixed from W before the sweep.
+
+`act_order=True` (the reference's `--act-order --static-groups`): the columns are swept in order of
+decreasing diag H (the inputs with the most energy first, while the most columns are left to absorb
+their error), with every group's grid fixed beforehand from W (its contiguous groups along K, so the
+stored layout, codes and scales are exactly those of the format: no column permutation ships).
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float = DAMP) -> tuple[torch.T
 
 
 def gptq_encode(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float = DAMP, block: int = BLOCK,
-                dtype: torch.dtype = torch.float32, factor=None) -> Encoded:
+                dtype: torch.dtype = torch.float32, factor=None, act_order: bool = False) -> Encoded:
     """The stored form of `weight` rounded by GPTQ onto `fmt`'s grid (`fmt` must offer `grid_params`);
-    `factor`: `inverse_hessian_factor(h, damp)`, when the caller keeps it for several formats."""
+    `factor`: `inverse_hessian_factor(h, damp)`, when the caller keeps it for several formats (the
+    unpermuted H's: with `act_order` the permuted H is factored here)."""
+    if act_order:
+        return _gptq_act_order(fmt, weight, h, damp=damp, block=block, dtype=dtype)
     w = as_rows(weight.detach()).to(dtype).clone()
     r, k = w.shape
     hinv, dead = factor if factor is not None else inverse_hessian_factor(h, damp)
@@ -65,6 +73,40 @@ def gptq_encode(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float = DAM
             grid = grids[-1]
             q = fmt.grid_levels(w1[:, i], grid)
             codes[:, col] = q
+            err = (w1[:, i] - fmt.grid_values(q, grid)) / h1[i, i]
+            w1[:, i:] -= err.unsqueeze(1) * h1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return fmt.grid_encode(codes, grids)
+
+
+def _gptq_act_order(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float, block: int,
+                    dtype: torch.dtype) -> Encoded:
+    """GPTQ over the columns in decreasing diag H order, grids fixed from W per contiguous group."""
+    w0 = as_rows(weight.detach()).to(dtype)
+    r, k = w0.shape
+    dead = torch.diag(h) == 0
+    w0 = w0.clone()
+    w0[:, dead] = 0
+    if hasattr(fmt, "grid_bind"):
+        fmt = fmt.grid_bind(as_rows(weight.detach()))
+    span = k if fmt.granularity in ("pc", "pt") else fmt.group
+    grids = [fmt.grid_params(w0[:, g:g + span]) for g in range(0, k, span)]
+    perm = torch.argsort(torch.diag(h), descending=True, stable=True)
+    hinv, _ = inverse_hessian_factor(h[perm][:, perm], damp)
+    hinv = hinv.to(dtype)
+    w = w0[:, perm].clone()
+    group_of = (perm // span).tolist()
+    codes = torch.zeros_like(w0)
+    for i1 in range(0, k, block):
+        i2 = min(i1 + block, k)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            grid = grids[group_of[i1 + i]]
+            q = fmt.grid_levels(w1[:, i], grid)
+            codes[:, perm[i1 + i]] = q
             err = (w1[:, i] - fmt.grid_values(q, grid)) / h1[i, i]
             w1[:, i:] -= err.unsqueeze(1) * h1[i, i:].unsqueeze(0)
             err1[:, i] = err
