@@ -112,11 +112,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--max-evals", type=int, default=None, help="the new default's evaluation budget (default its own)")
     ap.add_argument("--confirm", type=float, default=None,
                     help="also run the new default with confirm=FRACTION (held-back calibration samples)")
+    ap.add_argument("--modes", default="ilp,local,auto", help="searches to run (ilp, today's, always first)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("results/default_search"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     budgets = args.budgets.split(",")
+    keep = {"ilp", *args.modes.split(",")}
+    MODES[:] = [m for m in MODES if m[1] in keep]
     if args.confirm:
         MODES.append((f"new default, confirm={args.confirm:g}", "local", {"confirm": args.confirm}))
     frame = pd.concat([run_example(e.strip(), budgets, args.max_evals) for e in args.examples.split(",")],
