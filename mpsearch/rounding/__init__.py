@@ -168,13 +168,13 @@ class Rounding:
         return self.name != "rtn" and pname in self.hessians and pname in self.linear
 
     def _gptq(self, pname: str, fmt: Format, weight: torch.Tensor, h: torch.Tensor | None = None) -> Encoded:
-        from .gptq import DAMP, gptq_encode, inverse_hessian_factor
+        from .gptq import DAMP, gptq_encode, gptq_factor
 
         kw = {k: v for k, v in self.settings.items() if k in ("damp", "block", "dtype", "act_order")}
-        if h is not None or kw.get("act_order"):  # AWQ's scaled weight / a permuted H: no shared factor
-            return gptq_encode(fmt, weight, self.hessians[pname] if h is None else h, **kw)
-        if pname not in self._factors:  # one factorization per site, shared by its formats
-            self._factors[pname] = inverse_hessian_factor(self.hessians[pname], kw.get("damp", DAMP))
+        if h is not None:  # AWQ's scaled weight: its own Hessian, no shared factor
+            return gptq_encode(fmt, weight, h, **kw)
+        if pname not in self._factors:  # one factorization per site (in act-order's order), shared by its formats
+            self._factors[pname] = gptq_factor(self.hessians[pname], kw.get("damp", DAMP), kw.get("act_order", False))
         return gptq_encode(fmt, weight, self.hessians[pname], **kw, factor=self._factors[pname])
 
     def _encode(self, pname: str, fmt: Format, weight: torch.Tensor) -> Encoded:

@@ -40,16 +40,36 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float = DAMP) -> tuple[torch.T
     return torch.linalg.cholesky(inv, upper=True), dead
 
 
+def gptq_factor(h: torch.Tensor, damp: float = DAMP, act_order: bool = False):
+    """What `gptq_encode` needs from H, the same for every format of one site: (sweep order, None for
+    column order; the upper Cholesky factor of (H + λI)⁻¹ in that order; dead-input mask)."""
+    if not act_order:
+        return (None, *inverse_hessian_factor(h, damp))
+    perm = torch.argsort(torch.diag(h), descending=True, stable=True)
+    hinv, _ = inverse_hessian_factor(h[perm][:, perm], damp)
+    return perm, hinv, torch.diag(h) == 0
+
+
+def _column(fmt, w1: torch.Tensor, err1: torch.Tensor, h1: torch.Tensor, i: int, grid) -> torch.Tensor:
+    """GPTQ's step for column i of the lazy block w1 (eq. 3): its codes on `grid`, and its error spread over
+    the block's later columns (err1 keeps it for the update of the columns after the block)."""
+    q = fmt.grid_levels(w1[:, i], grid)
+    err = (w1[:, i] - fmt.grid_values(q, grid)) / h1[i, i]
+    w1[:, i:] -= err.unsqueeze(1) * h1[i, i:].unsqueeze(0)
+    err1[:, i] = err
+    return q
+
+
 def gptq_encode(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float = DAMP, block: int = BLOCK,
                 dtype: torch.dtype = torch.float32, factor=None, act_order: bool = False) -> Encoded:
     """The stored form of `weight` rounded by GPTQ onto `fmt`'s grid (`fmt` must offer `grid_params`);
-    `factor`: `inverse_hessian_factor(h, damp)`, when the caller keeps it for several formats (the
-    unpermuted H's: with `act_order` the permuted H is factored here)."""
+    `factor`: `gptq_factor(h, damp, act_order)`, when the caller keeps it for several formats."""
+    factor = factor if factor is not None else gptq_factor(h, damp, act_order)
     if act_order:
-        return _gptq_act_order(fmt, weight, h, damp=damp, block=block, dtype=dtype)
+        return _gptq_act_order(fmt, weight, factor, block=block, dtype=dtype)
     w = as_rows(weight.detach()).to(dtype).clone()
     r, k = w.shape
-    hinv, dead = factor if factor is not None else inverse_hessian_factor(h, damp)
+    _, hinv, dead = factor
     hinv = hinv.to(dtype)
     w[:, dead] = 0
     if hasattr(fmt, "grid_bind"):  # a per-tensor scale (NVFP4) is fixed from the 16-bit weight, as encode does
@@ -70,30 +90,22 @@ def gptq_encode(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float = DAM
                     tail = tail - err1[:, :i] @ hinv[i1:col, i2:col + span]
                 cur = torch.cat([w1[:, i:], tail], dim=1)[:, :span]
                 grids.append(fmt.grid_params(cur))
-            grid = grids[-1]
-            q = fmt.grid_levels(w1[:, i], grid)
-            codes[:, col] = q
-            err = (w1[:, i] - fmt.grid_values(q, grid)) / h1[i, i]
-            w1[:, i:] -= err.unsqueeze(1) * h1[i, i:].unsqueeze(0)
-            err1[:, i] = err
+            codes[:, col] = _column(fmt, w1, err1, h1, i, grids[-1])
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     return fmt.grid_encode(codes, grids)
 
 
-def _gptq_act_order(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float, block: int,
-                    dtype: torch.dtype) -> Encoded:
+def _gptq_act_order(fmt, weight: torch.Tensor, factor, *, block: int, dtype: torch.dtype) -> Encoded:
     """GPTQ over the columns in decreasing diag H order, grids fixed from W per contiguous group."""
+    perm, hinv, dead = factor
     w0 = as_rows(weight.detach()).to(dtype)
     r, k = w0.shape
-    dead = torch.diag(h) == 0
     w0 = w0.clone()
     w0[:, dead] = 0
     if hasattr(fmt, "grid_bind"):
         fmt = fmt.grid_bind(as_rows(weight.detach()))
     span = k if fmt.granularity in ("pc", "pt") else fmt.group
     grids = [fmt.grid_params(w0[:, g:g + span]) for g in range(0, k, span)]
-    perm = torch.argsort(torch.diag(h), descending=True, stable=True)
-    hinv, _ = inverse_hessian_factor(h[perm][:, perm], damp)
     hinv = hinv.to(dtype)
     w = w0[:, perm].clone()
     group_of = (perm // span).tolist()
@@ -104,11 +116,6 @@ def _gptq_act_order(fmt, weight: torch.Tensor, h: torch.Tensor, *, damp: float, 
         err1 = torch.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            grid = grids[group_of[i1 + i]]
-            q = fmt.grid_levels(w1[:, i], grid)
-            codes[:, perm[i1 + i]] = q
-            err = (w1[:, i] - fmt.grid_values(q, grid)) / h1[i, i]
-            w1[:, i:] -= err.unsqueeze(1) * h1[i, i:].unsqueeze(0)
-            err1[:, i] = err
+            codes[:, perm[i1 + i]] = _column(fmt, w1, err1, h1, i, grids[group_of[i1 + i]])
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     return fmt.grid_encode(codes, grids)
