@@ -249,7 +249,7 @@ def _engine(model, params, losses: list, names, hvp: str):
                      str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__)
     keep = len(losses) == 1
     return _with_first_order_fallback(_summed([_double_backward_hvp(params, one, keep) for one in losses]),
-                                      params, losses if len(losses) > 1 else losses[0])
+                                      params, losses)
 
 
 def _probe(gen: torch.Generator, params: list[torch.Tensor], active: torch.Tensor, k: int) -> list[torch.Tensor]:
@@ -280,11 +280,11 @@ def _in_passes(engine, vs: list[torch.Tensor], size: int) -> tuple[list[torch.Te
         except RuntimeError as e:
             if not _is_oom(e) or size == 1:
                 raise
-            log.info("hessian probes: out of memory at %d probes per pass; retrying with %d", size, max(1, size // 2))
-            size = max(1, size // 2)
-            del e
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        # out of the except block: the failed pass's traceback (and the tensors its frames hold) is gone
+        size = max(1, size // 2)
+        log.info("hessian probes: out of memory; retrying with %d probes per pass", size)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def hutchinson_traces(
