@@ -74,9 +74,11 @@ def resolve_auto(name: str | None, site_list) -> tuple[str, str]:
     name = check_name(name, allow_auto=True)
     if name != AUTO:
         return name, "given"
+    from ..formats import LINEAR_MIN_K
+
     if linear_model(site_list):
         return "gptq", "auto: gptq (every quantized site is a Linear layer; calibration data given)"
-    return "rtn", "auto: rtn (not every quantized site is a Linear layer with >= 128 inputs)"
+    return "rtn", f"auto: rtn (not every quantized site is a Linear layer with >= {LINEAR_MIN_K} inputs)"
 
 
 def _hessian_modules(model: nn.Module) -> dict[str, nn.Module]:
