@@ -482,6 +482,9 @@ class HessianTrace(Estimator):
         self, model, sites: list[Site], choices: list[Choice], data: CalibrationData, objective, seed: int = 0
     ) -> SensitivityTable:
         tol, max_samples, max_probes, method = self.tol, self.max_samples, self.max_probes, self.method
+        if self.micro_batch is not None and int(self.micro_batch) < 1:
+            raise UsageError(f"micro_batch must be a positive number of samples (got {self.micro_batch}); "
+                             "omit it to use the data's own batches")
         sub = fit_batches(model, data.sample(max_samples, seed))  # a static-batch .pt2: one graph run per batch
         params = [model.get_parameter(s.param) for s in sites]
         why = ""

@@ -68,3 +68,12 @@ def test_other_errors_and_one_probe_out_of_memory_still_raise():
 
     with pytest.raises(torch.OutOfMemoryError):
         _in_passes(oom, [torch.randn(4, 3)], 4)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_a_micro_batch_below_one_is_refused(bad):
+    from mpsearch.errors import UsageError
+
+    m, x, y = _model_and_data()
+    with pytest.raises(UsageError, match=f"micro_batch must be a positive number of samples \\(got {bad}\\)"):
+        mpsearch.sensitivity(m, (x, y), method="hutchinson", micro_batch=bad, max_probes=2, cache=False)
