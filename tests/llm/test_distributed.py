@@ -86,20 +86,25 @@ def test_only_kfac_is_spread(capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _one_process_and_two_ranks(args: list[str], one: Path, two: Path) -> None:
+    """`mpsearch ARGS -o one` in this process (one thread, as each rank: the same GEMM blocking, the same
+    bits), then `... --devices cpu,cpu -o two` over 2 gloo ranks in a subprocess; both must succeed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*args, "-o", str(one)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = subprocess.run([sys.executable, "-m", "mpsearch", *args, "--devices", "cpu,cpu", "-o", str(two)],
+                       capture_output=True, text=True, env=_env(), cwd=one.parent, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 def test_two_gloo_ranks_give_the_one_process_table(checkpoints, tmp_path, capsys):
     torch.save(token_batch(6, 12), tmp_path / "tok.pt")
     args = ["sensitivity", str(checkpoints["llama"]), "--data", str(tmp_path / "tok.pt"), "--formats",
             "int2,int4,bf16", "--set", "micro_batch=2", "--no-cache"]  # 3 micro-batches: an odd half
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the ranks below: the same GEMM blocking, the same bits
-    try:
-        assert main([*args, "-o", str(tmp_path / "one.csv")]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    r = subprocess.run([sys.executable, "-m", "mpsearch", *args, "--devices", "cpu,cpu", "-o",
-                        str(tmp_path / "two.csv")], capture_output=True, text=True, env=_env(), cwd=tmp_path,
-                       timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _one_process_and_two_ranks(args, tmp_path / "one.csv", tmp_path / "two.csv")
     one, two = (tmp_path / "one.csv").read_text(), (tmp_path / "two.csv").read_text()
     assert one == two
     assert len(one.splitlines()) == 1 + 16 * 3  # header, 16 sites (14 in the blocks, embeddings, head) × 3 formats
@@ -124,18 +129,8 @@ def test_other_ranks_score_the_rounding_that_ships(checkpoints, tmp_path):
     torch.save(token_batch(6, 12), tmp_path / "tok.pt")
     args = ["plan", str(checkpoints["llama"]), "--data", str(tmp_path / "tok.pt"), "--formats", "int2,int4,bf16",
             "--rounding", "gptq", "--estimator", "kfac", "--estimator-option", "micro_batch=2", "--budget", "5bits",
-            "--search", "ilp", "--no-cache",
-            "--no-guard"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*args, "-o", str(tmp_path / "one.json")]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    r = subprocess.run([sys.executable, "-m", "mpsearch", *args, "--devices", "cpu,cpu", "-o",
-                        str(tmp_path / "two.json")], capture_output=True, text=True, env=_env(), cwd=tmp_path,
-                       timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr[-3000:]
+            "--search", "ilp", "--no-cache", "--no-guard"]
+    _one_process_and_two_ranks(args, tmp_path / "one.json", tmp_path / "two.json")
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert one["provenance"]["rounding"] == two["provenance"]["rounding"]
     assert one["assignments"] == two["assignments"] and one["totals"] == two["totals"]
