@@ -96,6 +96,8 @@ class _Linear:
 
     def attach(self) -> None:
         def fwd(mod, inp, out):
+            if _Block.replaying:
+                return
             x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()
             h = self.half
             a = x.T @ x
@@ -146,6 +148,94 @@ class _Diagonal:
         return full, (abs(halves[0] - halves[1]) / 2 if len(halves) == 2 else abs(full))
 
 
+class _Block:
+    """Block-output statistics of one group of sites (fused q/k/v or gate/up, or one MoE experts weight),
+    taken at the output of the module that encloses them (the attention, the MLP, the experts block).
+
+    For each candidate c, S_c = Σ_t Δy_t² per output feature, Δy the module's output change when the
+    group's weights are rounded to c (all of them together, the module's inputs those of the 16-bit
+    model); G = Σ_t g_t², the output gradient squares. Ω = ½ Σ_o G_o S_o / n²: kfac's form with ΔW·x
+    replaced by the module's actual output change, so the cross terms between the group's members, the
+    attention softmax, the SwiGLU gate and the routing are inside it."""
+
+    replaying = False  # while a replay runs, no hook takes statistics
+
+    def __init__(self, module: nn.Module, prefix: str, sites: list[Site]):
+        self.module, self.prefix, self.sites = module, prefix, sites
+        self.weights: dict[str, dict[str, torch.Tensor]] = {}
+        self.S: dict[str, list] = {}
+        self.G = [None, None]
+        self.n = [0, 0]
+        self.half = 0
+        self.handles = []
+
+    def attach(self, params: dict, choices: list[Choice]) -> None:
+        """Round the group's weights to every candidate (the active rounding) and hook the module."""
+        local = {s.param[len(self.prefix) + 1:] if self.prefix else s.param: params[s.param] for s in self.sites}
+        with torch.no_grad():
+            self.weights = {c.name: {k: rounded(p, c.weight).detach().to(p.dtype) for k, p in local.items()}
+                            for c in choices}
+        self.S = {c.name: [None, None] for c in choices}
+
+        def fwd(mod, args, kwargs, out):
+            if _Block.replaying:
+                return
+            y = _first(out)
+            h = self.half
+            ref = y.detach().float().reshape(-1, y.shape[-1])
+            _Block.replaying = True
+            try:
+                with torch.no_grad():
+                    for name, w in self.weights.items():
+                        yq = _first(torch.func.functional_call(mod, w, args, kwargs)).float()
+                        d = (yq.reshape(-1, y.shape[-1]) - ref).pow(2).sum(0)
+                        self.S[name][h] = d if self.S[name][h] is None else self.S[name][h] + d
+            finally:
+                _Block.replaying = False
+            self.n[h] += ref.shape[0]
+            if y.requires_grad:
+                def bwd(g, h=h):
+                    s = g.detach().reshape(-1, g.shape[-1]).float().pow(2).sum(0)
+                    self.G[h] = s if self.G[h] is None else self.G[h] + s
+                y.register_hook(bwd)
+
+        self.handles.append(self.module.register_forward_hook(fwd, with_kwargs=True))
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def omega(self, choice: str) -> tuple[float, float]:
+        """(Ω, se) of the whole group at `choice`; se from the even and odd micro-batches, as `_Linear`."""
+        S = self.S[choice]
+        halves = [0.5 * float((g * d).sum()) / n ** 2 for g, d, n in zip(self.G, S, self.n) if g is not None]
+        full = 0.5 * float((sum(g for g in self.G if g is not None) * sum(d for d in S if d is not None)).sum()) \
+            / sum(self.n) ** 2
+        return full, (abs(halves[0] - halves[1]) / 2 if len(halves) == 2 else abs(full))
+
+    def free(self) -> None:
+        self.weights, self.S, self.G = {}, {}, [None, None]
+
+
+def _groups(model: nn.Module, block: nn.Module, sites: list[Site]) -> list[_Block]:
+    """The groups of one decoder block that are scored at a module output: each fused sibling group
+    (`hf.fused_ties`) at its parent module, each MoE experts weight at its experts module."""
+    from ..hf import fused_ties
+
+    by_name = {s.name: s for s in sites}
+    out = []
+    for group in fused_ties([s.name for s in sites if s.kind != "experts"]):
+        parent = group[0].rpartition(".")[0]
+        out.append(_Block(model.get_submodule(parent), parent, [by_name[n] for n in group]))
+    for s in sites:
+        if s.kind == "experts":
+            owner = s.param.rpartition(".")[0]
+            out.append(_Block(model.get_submodule(owner), owner, [s]))
+    inside = {id(m) for m in block.modules()}
+    return [b for b in out if id(b.module) in inside]
+
+
 @register_estimator("kfac")
 @dataclass(eq=False)
 class StreamingKFAC(Estimator):
@@ -157,8 +247,13 @@ class StreamingKFAC(Estimator):
     time, its statistics freed once scored; `micro-batches`: all of a rank's blocks resident and the
     micro-batches flowing through the ranks concurrently, which is what makes several ranks faster, at
     the memory of all its blocks and their statistics; default `micro-batches` over several ranks, else
-    `blocks`). The schedule reorders the work and changes no number. Over several ranks
-    (`mpsearch.distributed`), rank 0 calls `estimate` and the other ranks `serve`.
+    `blocks`). The schedule reorders the work and changes no number. `block_output` (default off):
+    score each fused group (q/k/v, gate/up) and each MoE experts weight at the output of the module that
+    encloses it (`_Block`: the group rounded together, its real output change instead of the sum of its
+    members' linear K-FAC terms; one extra forward of that module per candidate and micro-batch); the
+    group's Ω is shared among its members in proportion to their own kfac Ω, so the sum over a tie group,
+    what the search reads, is the block-output Ω. Over several ranks (`mpsearch.distributed`), rank 0
+    calls `estimate` and the other ranks `serve`.
     """
 
     name = "kfac"
@@ -166,6 +261,7 @@ class StreamingKFAC(Estimator):
     device: str | None = None
     store: str | None = None
     schedule: str | None = None
+    block_output: bool = False
 
     def recorded_params(self) -> dict:
         """`schedule` reorders the work without changing a number (a test checks it): not in the cache key."""
@@ -314,6 +410,7 @@ class _Pass:
         self.store = self.device if store == "device" else torch.device(store)
         self.resident = (est.schedule or ("micro-batches" if self.world > 1 else "blocks")) == "micro-batches"
         self.norm, self.head = _head(model)
+        self.block_output = bool(est.block_output)
         self.gen = torch.Generator(device=self.device).manual_seed(job.seed)
         self.micro = [_to(x, self.device) for x in job.micro]
         self.tokens = [0, 0]
@@ -339,6 +436,8 @@ class _Pass:
                          if s.name not in self.linear or s.kind in ("embedding", "experts")}
         self.in_layer = [{s.name for s in sites if any(p is params[s.param] for p in layer.parameters())}
                          for layer in self.layers]
+        self.blocks = {i: _groups(self.model, self.layers[i], [s for s in sites if s.name in self.in_layer[i]])
+                       for i in self.mine} if self.block_output else {}
 
     def run(self) -> list[dict]:
         """Forward through this rank's blocks, the head (rank 0), the blocks in reverse, the embeddings
@@ -457,11 +556,15 @@ class _Pass:
             names = self.in_layer[i]
             diag = [self.diagonal[s] for s in names if s in self.diagonal]
             stats = [st for s in names for st in self.linear.get(s, [])]
+            blocks = self.blocks.get(i, [])
             if j == 0:
                 self.open[i] = self._attach(stats, diag)
+                for b in blocks:
+                    b.attach(self.params, self.choices)
+                    self.open[i].callback(b.detach)
             if i == hi - 1:
                 g[j] = inbox[j]()
-            for st in stats:
+            for st in stats + blocks:
                 st.half = j % 2
             x = _to(self.acts[i][j], self.device).requires_grad_(True)
             self.acts[i][j] = None
@@ -476,7 +579,7 @@ class _Pass:
                 g[j] = None
             if j == n - 1:
                 self.open.pop(i).close()
-                self.score([s for s in self.sites if s.name in names])
+                self.score([s for s in self.sites if s.name in names], blocks)
             self._leave(i, j)
         if self.ranks is not None:
             self.ranks.flush()
@@ -515,8 +618,10 @@ class _Pass:
             for d in pre:
                 d.param.requires_grad_(False)
 
-    def score(self, todo: list[Site]) -> None:
-        """Ω rows for `todo` (statistics complete), then free their accumulators."""
+    def score(self, todo: list[Site], blocks: list[_Block] = ()) -> None:
+        """Ω rows for `todo` (statistics complete), then free their accumulators. A group in `blocks`
+        gets its block-output Ω, shared among its members as their own Ω are."""
+        cell: dict[tuple[str, str], list[float]] = {}
         for s in todo:
             p = self.model.get_parameter(s.param)
             w = p.detach()
@@ -530,11 +635,23 @@ class _Pass:
                 if s.name in self.diagonal and self.diagonal[s.name].F[0] is not None:
                     o, e = self.diagonal[s.name].omega(dw, self.tokens)
                     om, se = om + o, math.hypot(se, e)
-                self.rows.append({"site": s.name, "format": c.name, "omega": om, "omega_se": se})
+                cell[s.name, c.name] = [om, se]
             for st in self.linear.get(s.name, []):
                 st.A, st.G = [None, None], [None, None]
             if s.name in self.diagonal:
                 self.diagonal[s.name].F = [None, None]
+        for b in blocks:
+            if b.n[0] or b.n[1]:
+                for c in self.choices:
+                    om, se = b.omega(c.name)
+                    own = [cell[m.name, c.name][0] for m in b.sites]
+                    total = sum(own)
+                    for m, o in zip(b.sites, own):
+                        share = o / total if total > 0 else 1 / len(b.sites)
+                        cell[m.name, c.name] = [om * share, se * share]
+            b.free()
+        self.rows.extend({"site": s.name, "format": c.name, "omega": cell[s.name, c.name][0],
+                          "omega_se": cell[s.name, c.name][1]} for s in todo for c in self.choices)
 
 
 def _only_in(site: Site, module: nn.Module, params: dict) -> bool:
