@@ -23,8 +23,6 @@ import torch
 from _markdown import markdown  # noqa: I001  (benchmarks/ is on the path when run as a script)
 
 import mpsearch
-from mpsearch.activations import plan_params
-from mpsearch.apply import quantized
 from mpsearch.data import as_data
 from mpsearch.examples import load_example
 from mpsearch.objectives import measure
@@ -34,11 +32,10 @@ from mpsearch.objectives import measure
 MODES = [("today's default (ilp)", "ilp", {}), ("new default (local)", "local", {}), ("the default (auto)", "auto", {})]
 
 
-def per_sample(model, plan, data, metric: str) -> torch.Tensor:
-    """The held-out `metric` of each sample (sentence, token window) under `plan`, for paired errors."""
-    with quantized(model, plan.assignments, plan_params(plan.sites)):
-        return torch.tensor([measure(model, data._rows(torch.tensor([i])), [metric])[metric]
-                             for i in range(data.num_samples)], dtype=torch.float64)
+def per_sample(qmodel, data, metric: str) -> torch.Tensor:
+    """The held-out `metric` of each sample (sentence, token window) of a planned model, for paired errors."""
+    return torch.tensor([measure(qmodel, data._rows(torch.tensor([i])), [metric])[metric]
+                         for i in range(data.num_samples)], dtype=torch.float64)
 
 
 def paired_se(new: torch.Tensor, old: torch.Tensor) -> tuple[float, float]:
@@ -58,15 +55,17 @@ def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.Data
     mpsearch.plan(model, cal, budget=budgets[-1], search="ilp", objective=objective, cache=False)  # warm-up
     rows = []
     for b in budgets:
-        plans = []
+        plans, applied = [], []
         for mode, search, settings in MODES:
             t0 = time.perf_counter()
             p = mpsearch.plan(model, cal, budget=b, objective=objective, cache=False,
                               **({} if search == "auto" else {"search": search}),
                               max_evals=max_evals if search == "local" else None, search_settings=settings)
             secs = time.perf_counter() - t0
-            with quantized(model, p.assignments, plan_params(p.sites)):
-                held = measure(model, test, metrics)
+            # the plan as `apply` realizes it: with its rounding (GPTQ needs the calibration data)
+            q = mpsearch.apply(model, p, data=cal)
+            held = measure(q, test, metrics)
+            applied.append(q)
             s = p.measured.get("search_summary", {})
             plans.append(p)
             rows.append({"example": name, "budget": b, "mode": mode, "avg_bits": p.totals["avg_bits"],
@@ -75,9 +74,9 @@ def run_example(name: str, budgets: list[str], max_evals: int | None) -> pd.Data
                          "plans_measured": s.get("evaluations", 0), "stopped": s.get("stopped", ""),
                          "seconds": secs, "assignments": json.dumps(p.assignments)})
             print({k: v for k, v in rows[-1].items() if k != "assignments"}, flush=True)
-        today = per_sample(model, plans[0], test, metrics[0])
-        for i, p in enumerate(plans[1:], start=len(rows) - len(plans) + 1):
-            diff, se = paired_se(per_sample(model, p, test, metrics[0]), today)
+        today = per_sample(applied[0], test, metrics[0])
+        for i, q in enumerate(applied[1:], start=len(rows) - len(plans) + 1):
+            diff, se = paired_se(per_sample(q, test, metrics[0]), today)
             rows[i] |= {"test_diff_vs_today": diff, "test_diff_se": se}
             print(f"[{name}] {b} {rows[i]['mode']}: held-out minus today's = {diff:.4g} ± {se:.2g} "
                   f"(paired SE over {test.num_samples})")
