@@ -149,7 +149,7 @@ HUTCHINSON = ("hessian", "hutchinson")  # the estimators that `--probes` caps
 
 
 def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, estimators,
-                   formats: str | None = None, probes: int | None = None):
+                   formats: str | None = None, probes: int | None = None, rounding: str = "auto"):
     """The whole model on the device: default plan end to end (sensitivity, then search and guard)."""
     shape = SHAPES[key]
     label = f"{shape.name} {shape.samples}x{shape.seq_len}"
@@ -158,9 +158,11 @@ def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, es
     opts = {"micro_batch": micro_batch}
     t0 = time.perf_counter()
     table = st.run(label, "sensitivity (kfac, streamed blocks)",
-                   lambda: mpsearch.sensitivity(model, data, estimator="kfac", formats=formats, cache=False, **opts))
+                   lambda: mpsearch.sensitivity(model, data, estimator="kfac", formats=formats, cache=False,
+                                                rounding=rounding, **opts))
     st.run(label, "search + guard (4.5bits)",
-           lambda: mpsearch.plan(model, data, budget="4.5bits", formats=formats, sensitivity=table, cache=False))
+           lambda: mpsearch.plan(model, data, budget="4.5bits", formats=formats, sensitivity=table, cache=False,
+                                 rounding=rounding))
     st.rows.append({"model": label, "step": "default plan end to end", "seconds":
                     round(time.perf_counter() - t0, 2), "peak_gpu_GB": max(r["peak_gpu_GB"] for r in st.rows[-2:]),
                     "peak_host_GB": max(r["peak_host_GB"] for r in st.rows[-2:]), "error": ""})
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     "(or these, comma-separated)")
     ap.add_argument("--probes", type=int, help="max Hutchinson probes for hessian/hutchinson (default: theirs)")
     ap.add_argument("--micro-batch", type=int, default=4)
+    ap.add_argument("--rounding", default="auto", help="the default plan's rounding (auto: gptq for these models; "
+                    "rtn shows what GPTQ costs)")
     ap.add_argument("--layers", default="2,4", help="70B-shaped layer counts to stream")
     ap.add_argument("--out", type=Path, help="write the table as markdown here")
     ap.add_argument("--devices", help="also spread the kfac sensitivity over these devices (cuda:0,cuda:1 or cpu,cpu)")
@@ -345,7 +349,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                       2 if args.smoke else args.micro_batch, [int(v) for v in args.layers.split(",")],
                       baseline=not args.no_baseline, smoke=args.smoke)
     elif args.smoke:
-        plan_on_device(st, "smoke", "cpu", torch.float32, 2, est, formats="int4,int8,bf16", probes=args.probes)
+        plan_on_device(st, "smoke", "cpu", torch.float32, 2, est, formats="int4,int8,bf16", probes=args.probes,
+                       rounding=args.rounding)
         stream_layers(st, "smoke", "cpu", torch.float32, 2, [1, 2])
     else:
         for key in args.only or ["tinyllama", "llama3-8b", "llama-70b"]:
@@ -353,7 +358,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 stream_layers(st, key, device, torch.bfloat16, args.micro_batch,
                               [int(v) for v in args.layers.split(",")])
             else:
-                plan_on_device(st, key, device, torch.bfloat16, args.micro_batch, est, probes=args.probes)
+                plan_on_device(st, key, device, torch.bfloat16, args.micro_batch, est, probes=args.probes,
+                               rounding=args.rounding)
     frame = pd.DataFrame(st.rows)
     text = markdown(frame)
     print()

@@ -22,15 +22,17 @@ from .sensitivity import SensitivityTable
 
 def sensitivity(model: nn.Module, data, *, estimator: str | None = None, formats=None,
                 site_list: list[Site] | None = None, objective: str | Objective | None = None, seed: int = 0,
-                cache: bool = True, **settings) -> SensitivityTable:
-    """Ω(site, format) with error bars from the named estimator (`**settings` go to the estimator).
+                cache: bool = True, rounding: str = "auto", **settings) -> SensitivityTable:
+    """Ω(site, format) with error bars from the named estimator (`**settings` go to the estimator), each
+    format's damage that of its weights as `rounding` rounds them (as in `plan`: auto = gptq when every
+    quantized layer is a Linear, else rtn).
 
     Estimators: hessian (auto: exact Gauss-Newton or Hutchinson; the default), fisher, taylor, output, measured,
     kfac (block-streamed; the default for a Hugging Face causal LM).
     The table is cached on disk ($MPSEARCH_CACHE or ~/.cache/mpsearch) unless `cache=False`.
     """
     cfg = PlanConfig(formats=formats, estimator=estimator, estimator_settings=settings, objective=objective,
-                     seed=seed, cache=cache)
+                     seed=seed, cache=cache, rounding=rounding)
     planner = Planner(model, data, cfg, site_list=site_list)
     return planner.sensitivity(choices=planner.candidates)
 

@@ -13,6 +13,7 @@ from ..errors import MpsearchError, UsageError
 from ..examples import EXAMPLES, load_example
 from ..hf import is_checkpoint_dir, load_pretrained, load_tokenizer
 from ..loading import LoadedModel, load_model
+from ..rounding import AUTO, ROUNDINGS
 from ..sensitivity import zeroq
 from ..text import load_lm_data
 
@@ -138,6 +139,15 @@ def scope_kwargs(args: argparse.Namespace) -> dict:
 
 
 # -- several processes for kfac (mpsearch.distributed) ------------------------------------------------
+def add_rounding_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """`--rounding`, shared by the commands that round weights (`what`: when they are rounded)."""
+    p.add_argument("--rounding", default=AUTO, choices=[AUTO, *ROUNDINGS],
+                   help=f"how weights are rounded {what}: auto (default: gptq when every quantized layer is a "
+                        "Linear, else rtn), rtn (round to nearest), gptq (Hessian error feedback on the "
+                        "calibration inputs), awq (activation-aware input-channel scales, stored as FP16 per "
+                        "input channel) or awq+gptq")
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", metavar="LIST",
                    help="spread kfac's decoder blocks over these devices, one process each: cuda:0,cuda:1 (NCCL), "

@@ -15,6 +15,7 @@ from ._common import (
     add_data_args,
     add_device_args,
     add_model_args,
+    add_rounding_arg,
     add_scope_args,
     device_settings,
     info,
@@ -60,11 +61,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-16bit", action="store_true",  # llm
                    help="keep a language model's embeddings and LM head at 16 bits")
     add_scope_args(p)
-    p.add_argument("--rounding", default="auto", choices=["auto", "rtn", "gptq", "awq", "awq+gptq"],
-                   help="how weights are rounded when scoring and applying the plan: auto (default: gptq when "
-                        "every quantized layer is a Linear, else rtn), rtn (round to nearest), gptq (Hessian "
-                        "error feedback on the calibration inputs), awq (activation-aware input-channel "
-                        "scales, stored as FP16 per input channel) or awq+gptq")
+    add_rounding_arg(p, "when scoring and applying the plan")
     p.add_argument("-o", "--output", default="plan.json", help="where to write the plan (default: plan.json)")
 
 

@@ -9,7 +9,16 @@ from ..io import atomic_write_text
 from ..planner import PlanConfig, Planner
 from ..search.settings import key_value
 from ..sensitivity import estimator_names
-from ._common import Inputs, add_data_args, add_device_args, add_model_args, device_settings, info, run_on_ranks
+from ._common import (
+    Inputs,
+    add_data_args,
+    add_device_args,
+    add_model_args,
+    add_rounding_arg,
+    device_settings,
+    info,
+    run_on_ranks,
+)
 from ._registry import command
 
 
@@ -37,6 +46,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
              "in plan, pareto and autotune)",
     )
     p.add_argument("--seed", type=int, default=0)
+    add_rounding_arg(p, "when each format's damage is scored")
     add_device_args(p)
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reusing the cache")
     p.add_argument("-o", "--output", default="sensitivity.csv", help="where to write the table (CSV)")
@@ -52,7 +62,8 @@ def _run(args: argparse.Namespace, inp: Inputs) -> int:
     if args.tol is not None:
         settings["tol"] = args.tol
     cfg = PlanConfig(formats=args.formats, estimator=args.estimator, estimator_settings=settings,
-                     objective=args.objective or inp.objective, seed=args.seed, cache=not args.no_cache)
+                     objective=args.objective or inp.objective, seed=args.seed, cache=not args.no_cache,
+                     rounding=args.rounding)
     table = Planner(inp.model, inp.data, cfg).sensitivity()
     frame = table.frame.copy()
     frame["rel_se"] = (frame.omega_se / frame.omega.abs()).where(frame.omega != 0)

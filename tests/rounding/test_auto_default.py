@@ -4,6 +4,7 @@ stated in the plan's provenance."""
 
 import dataclasses
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -82,3 +83,29 @@ def test_a_plan_without_rounding_settings_is_applied_as_it_was_made():
     assert torch.equal(mpsearch.apply(model, old, data=x).get_parameter(pname), legacy)
     assert torch.equal(mpsearch.apply(model, plan, data=x).get_parameter(pname), new)
     assert not torch.equal(legacy, new)
+
+
+def test_sensitivity_scores_the_rounding_it_is_given(tmp_path, capsys):
+    """`mpsearch.sensitivity(rounding=)` and `mpsearch sensitivity --rounding`: the damage of the weights
+    as that rounding makes them; auto is GPTQ here, and GPTQ's int4 is scored below round-to-nearest's."""
+    model, x = _mlp(), _data()
+    kw = {"estimator": "measured", "formats": "int4_g128,int8", "cache": False}
+    auto, gptq, rtn = (mpsearch.sensitivity(model, x, rounding=r, **kw) for r in ("auto", "gptq", "rtn"))
+    assert auto.frame.omega.tolist() == gptq.frame.omega.tolist()
+    g4, r4 = (t.frame[t.frame.format == "int4_g128"].set_index("site").omega for t in (gptq, rtn))
+    assert (g4 < r4).all()
+    from mpsearch.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["sensitivity", "--example", "tiny-decoder", "--rounding", "gptqq"])
+    assert e.value.code == 2 and "invalid choice: 'gptqq'" in capsys.readouterr().err
+    out = tmp_path / "s.csv"
+    assert main(["sensitivity", "--example", "tiny-decoder", "--formats", "int4_g128", "--rounding", "rtn",
+                 "--no-cache", "-o", str(out)]) == 0
+    from mpsearch.examples import load_example
+
+    ex = load_example("tiny-decoder")
+    api = mpsearch.sensitivity(ex.model, ex.calibration, formats="int4_g128", rounding="rtn", cache=False)
+    cli = pd.read_csv(out).set_index("site").omega
+    assert cli.to_dict() == pytest.approx(api.frame.set_index("site").omega.to_dict(), rel=1e-6)
+
