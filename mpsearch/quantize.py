@@ -40,7 +40,9 @@ def quantized(model: nn.Module, assignments: dict[str, str], acts: ActParams | N
     in `acts` (from `activations.calibrate_choices`); missing ones are calibrated on `data`.
     """
     fns = act_functions(model, assignments, acts or {}, data)
-    saved = {s: _param(model, s).detach().clone() for s in assignments}
+    # the 16-bit weights to restore are kept in host memory: on an accelerator the model is what fills it
+    # (an 8B model's copy would double its 16 GB while each uniform plan of the guard is measured)
+    saved = {s: _param(model, s).detach().to("cpu", copy=True) for s in assignments}
     remove = insert(model, fns)
     try:
         yield quantize_weights_(model, assignments)

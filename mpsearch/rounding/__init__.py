@@ -2,9 +2,12 @@
 
 - `auto` (the default of `plan` and `mpsearch plan`): `gptq` for a model whose quantized sites are
   all Linear layers with at least `formats.LINEAR_MIN_K` inputs (a transformer; calibration data is
-  always there when planning), else `rtn` (`resolve_auto`). The plan records the rounding it resolved
-  to (`provenance.rounding`) and why (`provenance.rounding_from`); `apply`/`export` of a `gptq` plan
-  take `data=`.
+  always there when planning) and whose GPTQ statistics fit `GPTQ_AUTO_MAX_BYTES`, else `rtn`
+  (`resolve_auto`). GPTQ holds every site's float64 input Hessian (Σ K² · 8 bytes: 10 GB for a 1.1B
+  Llama, 79 GB for an 8B one) and rounds every candidate format of every site column by column, so
+  beyond that size `auto` stays at round-to-nearest and says so; `rounding="gptq"` forces it. The plan
+  records the rounding it resolved to (`provenance.rounding`) and why (`provenance.rounding_from`);
+  `apply`/`export` of a `gptq` plan take `data=`.
 - `rtn`: round to nearest (`Format.quantize`).
 - `gptq`: Hessian-based error feedback (`rounding.gptq`; a new plan's settings: `GPTQ_SETTINGS`,
   act-order with static groups and damp 0.1), with H = XᵀX of each site's calibration
@@ -41,9 +44,12 @@ AUTO = "auto"
 # The settings a new plan's GPTQ runs with (recorded in `provenance.rounding_settings`; a plan without
 # them is re-derived with `gptq_encode`'s own defaults, damp 0.01 in plain column order, as it was made):
 # act-order with static groups and damp 0.1. Uniform int4_fr_g128_mse, held-out: MiniLM-L6 cosine
-# 0.9836 -> 0.9851, tiny decoder perplexity 5.877 -> 5.865 / p99.9 token KL 0.038 -> 0.024
+# 0.9836 -> 0.9851, tiny decoder (first 64 held-out windows) perplexity 5.877 -> 5.865 / p99.9 token KL 0.038 -> 0.024
 # (benchmarks/peers.py data; damp 0.01 with act-order 0.9853 on MiniLM).
 GPTQ_SETTINGS = {"damp": 0.1, "act_order": True}
+# `auto` picks gptq only while its input Hessians (float64, K x K per site) take at most this much:
+# MiniLM-L6 0.15 GB and GPT-2 small 1.5 GB fit; TinyLlama-1.1B (10.0 GB) and Llama-3-8B (78.5 GB) do not
+GPTQ_AUTO_MAX_BYTES = 2 * 2**30
 
 
 def default_settings(name: str) -> dict:
@@ -69,6 +75,11 @@ def linear_model(site_list) -> bool:
                                  for s in weights)
 
 
+def hessian_bytes(site_list) -> int:
+    """What GPTQ's statistics take: one float64 K x K input Hessian per quantized Linear site."""
+    return sum(8 * s.shape[-1] ** 2 for s in site_list if s.kind == "linear")
+
+
 def resolve_auto(name: str | None, site_list) -> tuple[str, str]:
     """(rounding, why) for a plan's `rounding` setting; `auto` picks gptq for a Linear-layer model."""
     name = check_name(name, allow_auto=True)
@@ -77,6 +88,10 @@ def resolve_auto(name: str | None, site_list) -> tuple[str, str]:
     from ..formats import LINEAR_MIN_K
 
     if linear_model(site_list):
+        need = hessian_bytes(site_list)
+        if need > GPTQ_AUTO_MAX_BYTES:
+            return "rtn", (f"auto: rtn (GPTQ's input Hessians would take {need / 1e9:.1f} GB, over the "
+                           f"{GPTQ_AUTO_MAX_BYTES / 2**30:g} GiB that auto allows; rounding='gptq' forces it)")
         return "gptq", "auto: gptq (every quantized site is a Linear layer; calibration data given)"
     return "rtn", f"auto: rtn (not every quantized site is a Linear layer with >= {LINEAR_MIN_K} inputs)"
 
@@ -196,8 +211,9 @@ class Rounding:
         if not self.applies(pname, fmt):
             return fmt.encode(param.detach())
         key = (pname, fmt.name)
-        if key not in self._cache:
-            self._cache[key] = self._encode(pname, fmt, param.detach().cpu())
+        if key not in self._cache:  # computed where the statistics are (the model's device), kept on the host
+            enc = self._encode(pname, fmt, param.detach().to(self.hessians[pname].device))
+            self._cache[key] = _on_host(enc)
         return self._cache[key]
 
     def rounded(self, param: torch.Tensor, fmt: Format) -> torch.Tensor:
@@ -216,6 +232,12 @@ class Rounding:
             yield self
         finally:
             _ACTIVE.reset(token)
+
+
+def _on_host(enc: Encoded) -> Encoded:
+    """`enc` with its tensors in host memory (the cache holds every site x format: not on the GPU)."""
+    return Encoded(enc.codes.cpu(), enc.code_bits, {k: v.cpu() for k, v in enc.scales.items()},
+                   None if enc.zeros is None else enc.zeros.cpu())
 
 
 def current() -> Rounding | None:

@@ -109,3 +109,42 @@ def test_sensitivity_scores_the_rounding_it_is_given(tmp_path, capsys):
     cli = pd.read_csv(out).set_index("site").omega
     assert cli.to_dict() == pytest.approx(api.frame.set_index("site").omega.to_dict(), rel=1e-6)
 
+
+def test_auto_stays_rtn_where_gptq_statistics_would_not_fit(monkeypatch):
+    """GPTQ holds a float64 K x K Hessian per site: past GPTQ_AUTO_MAX_BYTES `auto` is rtn, and says why."""
+    import mpsearch.rounding as rounding
+
+    model, x = _mlp(), _data()
+    site_list = sites(model, x)
+    assert rounding.hessian_bytes(site_list) == 3 * 128 * 128 * 8
+    assert resolve_auto("auto", site_list)[0] == "gptq"
+    monkeypatch.setattr(rounding, "GPTQ_AUTO_MAX_BYTES", 3 * 128 * 128 * 8 - 1)
+    name, why = resolve_auto("auto", site_list)
+    assert name == "rtn" and "input Hessians would take" in why and "rounding='gptq' forces it" in why
+    assert resolve_auto("gptq", site_list) == ("gptq", "given")
+    plan = mpsearch.plan(model, x, budget="4.5bits", search="ilp", guard_uniform=False,
+                         estimator_settings={"max_probes": 8})
+    assert plan.provenance["rounding"] == "rtn" and plan.provenance["rounding_from"] == why
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gptq_on_a_cuda_model_matches_the_cpu_and_restores_its_weights():
+    """The statistics live on the model's device; GPTQ runs there and its encodings are cached on the host."""
+    from mpsearch.quantize import quantized
+
+    model, x = _mlp(), _data()
+    fmt = get_format("int4_fr_g128_mse")
+    cpu = Rounding("gptq", model, x, **GPTQ_SETTINGS)
+    ref = {n: cpu.encoded(p, fmt).codes for n, p in model.named_parameters() if p.dim() == 2}
+    gpu_model, gx = _mlp().cuda(), x.cuda()
+    gpu = Rounding("gptq", gpu_model, gx, **GPTQ_SETTINGS)
+    for n, p in gpu_model.named_parameters():
+        if p.dim() == 2:
+            codes = gpu.encoded(p, fmt).codes
+            assert codes.device.type == "cpu"
+            assert (codes == ref[n]).float().mean() > 0.999  # float64 Cholesky on two devices
+            assert gpu.rounded(p, fmt).device == p.device
+    before = {n: p.detach().clone() for n, p in gpu_model.named_parameters()}
+    with gpu.active(), quantized(gpu_model, {s.name: "int4_fr_g128_mse" for s in sites(gpu_model, gx)}):
+        pass
+    assert all(torch.equal(p, before[n]) for n, p in gpu_model.named_parameters())
