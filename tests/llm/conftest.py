@@ -1,4 +1,7 @@
-"""Tiny random-init Hugging Face decoders saved with `save_pretrained` (Llama, GPT-2, Mixtral)."""
+"""Tiny random-init Hugging Face decoders saved with `save_pretrained`: Llama, GPT-2 and Mixtral, and the
+families users bring (`FAMILIES`): Qwen2 (q/k/v biases), Qwen3 (q/k norms), Mistral, Phi-3 (qkv_proj and
+gate_up_proj already one Linear each), Gemma 2 (tied, scaled embeddings, soft-capped logits), GPT-NeoX
+(fused query_key_value) and Qwen2-MoE (num_experts, a shared expert with its own gate)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,15 @@ pytest.importorskip("transformers")
 VOCAB = 96  # the character tokenizer of the bundled tiny decoder
 
 
-def _configs():
-    from transformers import GPT2Config, LlamaConfig, MixtralConfig
+FAMILIES = ("qwen2", "qwen3", "mistral", "phi3", "gemma2", "gpt_neox", "qwen2_moe")
 
+
+def _configs():
+    from transformers import (Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, MixtralConfig,
+                              Phi3Config, Qwen2Config, Qwen2MoeConfig, Qwen3Config)
+
+    dec = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     return {
         "llama": LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, bos_token_id=None, eos_token_id=None),
@@ -21,6 +30,15 @@ def _configs():
         "mixtral": MixtralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
                                  num_experts_per_tok=2, bos_token_id=None, eos_token_id=None),
+        "qwen2": Qwen2Config(**dec),
+        "qwen3": Qwen3Config(**dec, head_dim=8),
+        "mistral": MistralConfig(**dec),
+        "phi3": Phi3Config(**dec),
+        # logits capped at 1 (Gemma 2 ships 30): random-init logits are ~0.3, which a cap of 30 leaves unchanged
+        "gemma2": Gemma2Config(**dec, head_dim=8, final_logit_softcapping=1.0),
+        "gpt_neox": GPTNeoXConfig(**{k: v for k, v in dec.items() if k != "num_key_value_heads"}),
+        "qwen2_moe": Qwen2MoeConfig(**dec, head_dim=8, moe_intermediate_size=16, shared_expert_intermediate_size=32,
+                                    num_experts=4, num_experts_per_tok=2),
     }
 
 
