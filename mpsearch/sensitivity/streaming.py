@@ -67,6 +67,13 @@ def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _softcap(model: nn.Module) -> float | None:
+    """The cap c of a model whose forward soft-caps its logits, c·tanh(z/c) (Gemma 2 and later): the head
+    pass must take the Fisher of the capped logits the model samples from, not of the head's output."""
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
 def _head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(final norm, LM head) of a Hugging Face decoder."""
     get = getattr(model, "get_output_embeddings", None)
@@ -410,6 +417,7 @@ class _Pass:
         self.store = self.device if store == "device" else torch.device(store)
         self.resident = (est.schedule or ("micro-batches" if self.world > 1 else "blocks")) == "micro-batches"
         self.norm, self.head = _head(model)
+        self.cap = _softcap(model)
         self.block_output = bool(est.block_output)
         self.gen = torch.Generator(device=self.device).manual_seed(job.seed)
         self.micro = [_to(x, self.device) for x in job.micro]
@@ -530,6 +538,8 @@ class _Pass:
                     st.half = j % 2
                 x = _to(inbox[j](), self.device).requires_grad_(True)
                 logits = self.head(self.norm(x)).float()
+                if self.cap:
+                    logits = self.cap * torch.tanh(logits / self.cap)
                 flat = logits.reshape(-1, logits.shape[-1])
                 with torch.no_grad():
                     y = torch.multinomial(flat.softmax(-1), 1, generator=self.gen).reshape(-1)
