@@ -1,8 +1,13 @@
 """llama.cpp: a GGUF file (written with gguf-py) and the `--tensor-type-file` that `llama-quantize` takes.
 
-Tensor names: a Hugging Face model whose `config.model_type` gguf-py knows (llama, mistral, qwen2, …)
-gets llama.cpp's names from `gguf.get_tensor_name_map` (`model.layers.0.self_attn.q_proj.weight` →
-`blk.0.attn_q.weight`); any other model keeps its parameter names. Site weights are stored as their
+Tensor names: a Hugging Face model gets llama.cpp's names from `gguf.get_tensor_name_map` for the
+architecture `convert_hf_to_gguf.py` writes its `config.model_type` as (`qwen2_moe` → `qwen2moe`,
+`gpt_neox` → `gptneox`, `mistral`/`mixtral` → `llama`): `model.layers.0.self_attn.q_proj.weight` →
+`blk.0.attn_q.weight`; a 3-D experts weight is `blk.0.ffn_down_exps.weight`, and the `gate_up_proj`
+that transformers 5 fuses is llama.cpp's two tensors, `ffn_gate_exps` and `ffn_up_exps` (its halves along
+the output dimension, one format). A Hugging Face model whose architecture or site llama.cpp has no name
+for is refused (its tensor-type lines would match nothing, and llama-quantize would ignore the plan
+silently); a model without a config keeps its parameter names. Site weights are stored as their
 plan's GGUF type (`q4_0` … `q8_0` quantized by gguf-py, `bf16`, `fp16` → F16); other parameters as F32.
 The tensor-type file has one `NAME=TYPE` line per site (names regex-escaped, anchored), so
 `llama-quantize --tensor-type-file FILE model-f16.gguf out.gguf Q8_0` reproduces the plan on a GGUF
@@ -18,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ..errors import ExportError
 from ..plan import Plan
 from ._common import ExportResult, SiteWeight, atomic_file, need, plan_weights, predicted_bytes, refuse_unsupported
 
@@ -33,28 +39,60 @@ def why_not(w: SiteWeight) -> str | None:
     return "GGUF files hold GGUF types: plan with --target llama.cpp (q4_0 … q8_0, bf16, fp16)"
 
 
-def tensor_names(model: nn.Module) -> dict[str, str]:
-    """Parameter name → GGUF tensor name (llama.cpp's for a known HF architecture, else unchanged)."""
+# Hugging Face model types that convert_hf_to_gguf.py writes as another llama.cpp architecture (it
+# registers MistralForCausalLM and MixtralForCausalLM as its LlamaModel, DeepseekV3ForCausalLM as DeepseekV2Model)
+_CONVERTED_AS = {"mistral": "llama", "mixtral": "llama", "cohere": "command-r", "deepseek_v3": "deepseek2"}
+
+
+def _arch(gguf, model_type: str):
+    """gguf-py's MODEL_ARCH for a Hugging Face `model_type`, or None if llama.cpp has none."""
+    by_name = {n: a for a, n in gguf.MODEL_ARCH_NAMES.items()}
+    t = model_type.lower().removesuffix("_text")  # gemma3_text: the text model of gemma3
+    return next((by_name[c] for c in (t, t.replace("_", ""), _CONVERTED_AS.get(t)) if c in by_name), None)
+
+
+def tensor_names(model: nn.Module, sites: set[str] = frozenset()) -> dict[str, list[str]]:
+    """Parameter name → its GGUF tensor names (llama.cpp's for a Hugging Face architecture, else unchanged):
+    one name, or two for a fused 3-D experts `gate_up_proj` (gate, up). Raises ExportError naming the
+    architecture, or the parameters in `sites`, llama.cpp has no name for."""
     gguf = need("gguf")
-    names = [n for n, _ in model.named_parameters()]
-    cfg = getattr(model, "config", None)
-    arch = {a.lower(): a for a in (getattr(cfg, "model_type", "") or "",)}
-    key = next((m for m, n in gguf.MODEL_ARCH_NAMES.items() if n in arch), None)
-    if key is None:
-        return {n: n for n in names}
-    tmap = gguf.get_tensor_name_map(key, getattr(cfg, "num_hidden_layers", 0))
-    out = {}
-    for n in names:
+    params = dict(model.named_parameters())
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if not model_type:
+        return {n: [n] for n in params}
+    arch = _arch(gguf, model_type)
+    if arch is None:
+        raise ExportError(f"GGUF: llama.cpp has no architecture for model_type {model_type!r}, so no tensor "
+                          "name to give its plan; export it with another target (e.g. --target vllm)")
+    tmap = gguf.get_tensor_name_map(arch, getattr(model.config, "num_hidden_layers", 0))
+
+    def name(n: str) -> str | None:
         base, _, suffix = n.rpartition(".")
-        mapped = tmap.get_name(base)
-        out[n] = f"{mapped}.{suffix}" if mapped else n
+        if (mapped := tmap.get_name(base)) is not None:
+            return f"{mapped}.{suffix}"
+        return None if (mapped := tmap.get_name(n)) is None else f"{mapped}.weight"  # 3-D experts: no .weight
+
+    out, missing = {}, []
+    for n, p in params.items():
+        parent, _, leaf = n.rpartition(".")
+        got = [name(n)]
+        if got[0] is None and leaf == "gate_up_proj" and p.dim() == 3:
+            got = [name(f"{parent}.gate_proj"), name(f"{parent}.up_proj")]
+        if None in got:
+            missing += [n] if n in sites else []
+            got = [n]
+        out[n] = got
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ExportError(f"GGUF: llama.cpp's {gguf.MODEL_ARCH_NAMES[arch]} architecture has no tensor named "
+                          f"for {shown}; export with another target (e.g. --target vllm)")
     return out
 
 
-def tensor_type_file(plan: Plan, items: list[SiteWeight], names: dict[str, str]) -> str:
-    """The `--tensor-type-file` text: `^NAME$=TYPE` per site."""
-    lines = [f"^{re.escape(names[w.param])}$={(KEEP.get(w.choice.weight.name) or w.choice.weight.name).lower()}"
-             for w in items]
+def tensor_type_file(plan: Plan, items: list[SiteWeight], names: dict[str, list[str]]) -> str:
+    """The `--tensor-type-file` text: `^NAME$=TYPE` per GGUF tensor of each site."""
+    lines = [f"^{re.escape(n)}$={(KEEP.get(w.choice.weight.name) or w.choice.weight.name).lower()}"
+             for w in items for n in names[w.param]]
     return "\n".join(lines) + "\n"
 
 
@@ -63,7 +101,7 @@ def export_gguf(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> 
     gguf = need("gguf")
     plan, items = plan_weights(model, plan)
     refuse_unsupported("GGUF", items, why_not, "plan with --target llama.cpp")
-    names = tensor_names(model)
+    names = tensor_names(model, {w.param for w in items})
     by_param = {w.param: w for w in items}
     out = Path(path)
     site_bytes = 0
@@ -74,15 +112,17 @@ def export_gguf(model: nn.Module, plan: Plan | str | Path, path: str | Path) -> 
         for n, p in model.named_parameters():
             w = by_param.get(n)
             data = p.detach().float().cpu().numpy()
-            if w is None:
-                writer.add_tensor(names[n], data.astype(np.float32))
-                continue
-            f = w.choice.weight
-            qtype = gguf.GGMLQuantizationType[KEEP.get(f.name) or f.name.upper()]
-            rows = data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
-            raw = gguf.quants.quantize(rows, qtype)
-            site_bytes += raw.nbytes
-            writer.add_tensor(names[n], raw, raw_shape=raw.shape, raw_dtype=qtype)
+            # a fused gate_up_proj (experts, out, in): gate is the first half of the outputs, as transformers splits it
+            parts = np.split(data, len(names[n]), axis=-2) if len(names[n]) > 1 else [data]
+            for name, part in zip(names[n], parts):
+                if w is None:
+                    writer.add_tensor(name, part.astype(np.float32))
+                    continue
+                f = w.choice.weight
+                qtype = gguf.GGMLQuantizationType[KEEP.get(f.name) or f.name.upper()]
+                raw = gguf.quants.quantize(np.ascontiguousarray(part if part.ndim > 1 else part.reshape(1, -1)), qtype)
+                site_bytes += raw.nbytes
+                writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

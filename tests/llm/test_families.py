@@ -6,13 +6,14 @@ the applied plan runs. The expected groups are written out per architecture, not
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
 import mpsearch
 from mpsearch.cli import main
-from mpsearch.hf import fused_ties, load_pretrained
+from mpsearch.hf import fused_ties, load_pretrained, prepare
 from mpsearch.model import sites
 from mpsearch.plan import Plan
 
@@ -84,3 +85,49 @@ def test_moe_family_experts_count_every_expert_and_the_routed_fraction(kind):
     # the shared expert and its gate are ordinary dense Linears, always active
     assert by["model.layers.0.mlp.shared_expert.down_proj"].active == 1.0
     assert by["model.layers.0.mlp.shared_expert_gate"].kind == "linear"
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_gguf_names_every_site_as_llama_cpp_does(kind, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from mpsearch.exporters import export
+
+    model = prepare(tiny(kind))
+    x = token_batch(1, 8)["x"]["input_ids"]
+    site_list = sites(model, x)
+    plan = Plan.from_assignments(model, {s.name: "bf16" if s.kind == "experts" else "q8_0" for s in site_list},
+                                 example=x)  # llama.cpp keeps experts 16-bit
+    r = export(model, plan, tmp_path / "m.gguf", "llama.cpp")
+    assert r.site_bytes == r.predicted_site_bytes
+    lines = (tmp_path / "m.tensor-types.txt").read_text().splitlines()
+    names = [re.fullmatch(r"\^(.+)\$=\w+", line).group(1).replace("\\", "") for line in lines]
+    # llama.cpp's names, never a Hugging Face one that llama-quantize would match to nothing
+    assert all(re.fullmatch(r"(token_embd|output|blk\.\d\.\w+)\.weight", n) for n in names), names
+    fused = [n for n in (m for g in _per_layer([EXPERTS.get(kind, ())]) for m in g) if n.endswith("gate_up_proj")]
+    assert len(names) == len(set(names)) == len(site_list) + len(fused)  # a fused gate_up is gate and up
+    tensors = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert set(names) <= set(tensors)
+    for i, name in enumerate(fused):
+        w = model.get_parameter(name).detach()
+        for half, leaf in zip(w.chunk(2, dim=1), ("gate", "up")):  # transformers: gate, up = (x @ W.T).chunk(2)
+            t = tensors[f"blk.{i}.ffn_{leaf}_exps.weight"]
+            got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(half.shape)
+            assert torch.equal(torch.from_numpy(got.astype("float32")), half.bfloat16().float())
+
+
+def test_gguf_refuses_an_architecture_llama_cpp_lacks_in_one_line(tmp_path):
+    pytest.importorskip("gguf")
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from mpsearch.errors import ExportError
+    from mpsearch.exporters import export
+
+    torch.manual_seed(0)
+    model = prepare(OPTForCausalLM(OPTConfig(vocab_size=96, hidden_size=32, ffn_dim=64, num_hidden_layers=1,
+                                             num_attention_heads=4, word_embed_proj_dim=32,
+                                             max_position_embeddings=64)))
+    x = token_batch(1, 8)["x"]["input_ids"]
+    plan = Plan.from_assignments(model, {s.name: "q8_0" for s in sites(model, x)}, example=x)
+    with pytest.raises(ExportError, match="no architecture for model_type 'opt'.*another target") as e:
+        export(model, plan, tmp_path / "m.gguf", "llama.cpp")
+    assert "\n" not in str(e.value) and not (tmp_path / "m.gguf").exists()
