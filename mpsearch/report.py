@@ -41,7 +41,20 @@ def totals_line(plan: Plan) -> str:
             parts.append(f"{k} {format_metric(k, t[k])}")
     out = "totals: " + ", ".join(parts) + f"; budgets: {', '.join(plan.budgets) or '-'}"
     cov = coverage.line(plan)
-    return out + ("\n" + cov if cov else "")
+    rnd = rounding_line(plan)
+    return out + ("\n" + cov if cov else "") + ("\n" + rnd if rnd else "")
+
+
+def rounding_line(plan: Plan) -> str:
+    """How the plan's weights are rounded, where that is news: a GPTQ/AWQ plan (apply and export need
+    `data=`), or `auto` staying at round-to-nearest for a model too large for GPTQ's statistics."""
+    name, why = plan.provenance.get("rounding", "rtn"), plan.provenance.get("rounding_from", "")
+    if name == "rtn" and "forces it" not in why:
+        return ""
+    head = f"auto: {name} ("
+    if why.startswith(head) and why.endswith(")"):
+        return f"rounding: {name} (auto: {why[len(head):-1]})"
+    return f"rounding: {name}"
 
 
 def comparison_rows(plan: Plan) -> list[tuple[str, dict]]:

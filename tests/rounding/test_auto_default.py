@@ -125,6 +125,8 @@ def test_auto_stays_rtn_where_gptq_statistics_would_not_fit(monkeypatch):
     plan = mpsearch.plan(model, x, budget="4.5bits", search="ilp", guard_uniform=False,
                          estimator_settings={"max_probes": 8})
     assert plan.provenance["rounding"] == "rtn" and plan.provenance["rounding_from"] == why
+    from mpsearch.report import totals_line  # what `mpsearch plan` prints under the totals
+    assert totals_line(plan).splitlines()[-1] == f"rounding: rtn (auto: {why[len('auto: rtn ('):-1]})"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
