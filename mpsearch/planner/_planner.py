@@ -113,9 +113,11 @@ class Planner:
             if site_list is None:
                 check_fits(model, raw)
             self.sites = site_list if site_list is not None else sites(model, raw.first_x)
-            if self.config.keep_16bit:  # llm: no candidates for them; their 16-bit bytes count as fixed
-                kept = set(hf.head_and_embedding_sites(model, [s.name for s in self.sites]))
-                self.sites = [s for s in self.sites if s.name not in kept]
+            names = [s.name for s in self.sites]
+            kept = set(hf.router_sites(model, names))  # llm: MoE routers stay 16-bit; their bytes count as fixed
+            if self.config.keep_16bit:  # llm: no candidates for the embeddings and head either
+                kept |= set(hf.head_and_embedding_sites(model, names))
+            self.sites = [s for s in self.sites if s.name not in kept]
             self.data = raw.with_reference(model) if self.objective.needs_reference else raw
         # rounding helper: without formats, the target's default_formats (hardware_models.default_formats);
         # without a target, group-wise INT for a Linear-layer model (LINEAR_DEFAULT_FORMATS)

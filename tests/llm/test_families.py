@@ -31,6 +31,7 @@ FUSED_LINEARS = {  # already one Linear in the checkpoint: one site, nothing to 
     "gpt_neox": ("gpt_neox.layers.{i}.attention.query_key_value",),
 }
 EXPERTS = {"qwen2_moe": ("model.layers.{i}.mlp.experts.gate_up_proj", "model.layers.{i}.mlp.experts.down_proj")}
+ROUTERS = {"qwen2_moe": ("model.layers.{i}.mlp.gate", "model.layers.{i}.mlp.shared_expert_gate")}  # kept 16-bit
 
 
 def _per_layer(templates, layers=2):
@@ -55,6 +56,9 @@ def test_cli_plans_each_family_with_its_fused_groups_tied(kind, checkpoints, tex
     plan = Plan.load(out)
     assert plan.provenance["estimator"] == "kfac"
     assert plan.totals["avg_bits"] <= 4.5 + 1e-9
+    routers = {n for g in _per_layer([ROUTERS.get(kind, ())]) for n in g}
+    assert routers.isdisjoint(plan.assignments)  # not searched: they stay 16-bit, as runtimes keep them
+    assert all(s.name in routers for s in sites(tiny(kind)) if s.name not in plan.assignments)
     want = {frozenset(g) for g in _per_layer(GROUPS[kind])}
     assert {frozenset(g) for g in fused_ties(list(plan.assignments))} == want  # none missed, none invented
     for group in want:
