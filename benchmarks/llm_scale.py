@@ -191,7 +191,8 @@ def stream_layers(st: Steps, key: str, device: str, dtype, micro_batch: int, lay
     points = []
     for n in layer_counts:
         label = f"{shape.name} ({n} of {shape.layers} layers) {shape.samples}x{shape.seq_len}"
-        model = st.run(label, "build on host", lambda n=n: build(shape, n, "cpu", dtype))
+        # drawn on the device (CPU init of 70B-shaped blocks took a minute a layer), kept on the host
+        model = st.run(label, "build on host", lambda n=n: build_part(shape, n, device, dtype, storage="cpu"))
         data = as_data(tokens(shape, "cpu"), batch_size=micro_batch)
         site_list = mpsearch.sites(model)  # module order; no host forward
         st.run(label, "sensitivity (kfac, host→GPU streaming)",
