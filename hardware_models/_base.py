@@ -29,7 +29,7 @@ FULL = get_choice("bf16")  # the 16-bit reference every relative budget is measu
 
 
 def storage_costs(site: Site, choice: Choice) -> dict[str, float]:
-    bits = choice.weight.storage_bits(site.shape)
+    bits = site.layout.storage_bits(choice.weight, site.shape)
     return {
         "bits": float(bits),
         "bytes": float(math.ceil(bits / 8)),

@@ -69,7 +69,8 @@ def site_gemm(site: Site, w: Workload) -> Gemm:
     if site.kind == "experts":  # MoE: every token reads top_k of the experts (the routed fraction)
         e, n, k = site.shape
         rows = max(1, site.macs // (n * k)) if site.macs else 1
-        return Gemm(m=b * rows, n=n, k=k, weight_shape=(max(1, round(e * site.active)), n, k))
+        # the routed experts' weights as the (experts·out, in) matrix a format stores (`Site.layout`)
+        return Gemm(m=b * rows, n=n, k=k, weight_shape=(max(1, round(e * site.active)) * n, k))
     n = site.shape[0]
     k = math.prod(site.shape[1:])
     if site.kind == "linear":

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import NoQuantizableSites
+from .formats import WeightLayout, layout_for
 
 _MODULE_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Linear, "linear"),
@@ -63,6 +64,11 @@ class Site:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def layout(self) -> WeightLayout:
+        """How a format reads this weight (MoE experts: (E·out, in) rows; see `formats.WeightLayout`)."""
+        return layout_for(self.kind)
 
     @property
     def act_numel(self) -> int:
@@ -324,6 +330,13 @@ def _site_kinds(model: nn.Module):
     else:
         kinds = {}
     return kinds, graph_nodes, experts
+
+
+def site_layouts(model: nn.Module) -> dict[str, WeightLayout]:
+    """site name -> its `WeightLayout`, from the sites' kinds as `sites` finds them (no forward pass), for
+    callers that hold only site names (`quantize.quantize_weights_`)."""
+    kinds, _, _ = _site_kinds(model)
+    return {_site_name(p): layout_for(k) for p, k in kinds.items()}
 
 
 def sites(model: nn.Module, example=None) -> list[Site]:

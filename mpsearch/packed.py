@@ -1,6 +1,7 @@
 """Packed export: a safetensors file holding each site's weight in its plan format, really packed.
 
-Per site weight `P` (shape (R, …), K = the rest):
+Per site weight `P` (shape (R, …), K = the rest; a MoE experts weight (E, out, in) is read as
+R = E·out rows of K = in, its site's `WeightLayout`, recorded as the site's `layout`):
 - `P:packed`  uint8: the element codes (row-major over (R, K)) then the zero-points, as one
   little-endian bitstream of `code_bits` per value (`formats._packing`): 4-bit codes two per byte,
   6-bit four per three bytes, … ceil((R·K + zeros)·bits / 8) bytes.
@@ -11,7 +12,7 @@ Parameters outside the sites are stored in 16 bits as the plan counts them (floa
 where float16 would overflow); buffers (e.g. BatchNorm statistics) as they are (the plan does not
 count them). The safetensors header (8 bytes + JSON with the metadata below) is the only other
 content. Metadata: format tag and version, the plan fingerprint, and per site its format, shape,
-dtype and activation parameters, so `load_packed` rebuilds what `apply(model, plan)` gives.
+layout (when not `rows`), dtype and activation parameters, so `load_packed` rebuilds what `apply(model, plan)` gives.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from torch import nn
 from .activations import act_functions, insert, plan_params
 from .apply import _check, plan_rounding
 from .errors import PlanError
-from .formats import Encoded, get_choice, get_format
+from .formats import ROWS, Encoded, get_choice, get_format, get_layout
 from .formats._packing import pack_bits, unpack_bits
 from .io import atomic_write
-from .model import canonical_names
+from .model import canonical_names, site_layouts
 from .plan import Plan
 from .quantize import _param, sixteen_bit
 from .rounding import encoded
@@ -83,19 +84,22 @@ def _export(model: nn.Module, plan: Plan, path: str | Path) -> ExportReport:
     meta: dict[str, dict] = {}
     names = {id(p): n for n, p in model.named_parameters()}
     site_params = set()
+    layouts = site_layouts(model)
     for site, name in plan.assignments.items():
         p = _param(model, site)
         pname = names[id(p)]
         site_params.add(pname)
         fmt = get_choice(name).weight
-        enc = encoded(p, fmt)  # the plan's rounding (mpsearch.rounding), exactly as `apply` rounds
+        layout = layouts.get(site, ROWS)
+        enc = encoded(p, fmt, layout)  # the plan's rounding (mpsearch.rounding), exactly as `apply` rounds
         parts = [enc.codes.reshape(-1)] + ([] if enc.zeros is None else [enc.zeros.reshape(-1)])
         tensors[f"{pname}:packed"] = pack_bits(torch.cat(parts), enc.code_bits)
         for key, t in enc.scales.items():
             tensors[f"{pname}:{key}"] = t.detach().cpu().contiguous()
         acts = {k: v for k, v in plan.sites.get(site, {}).items() if k.startswith("act_")}
         meta[pname] = {"site": site, "format": fmt.name, "shape": list(p.shape), "code_bits": enc.code_bits,
-                       "codes": enc.codes.numel(), "zeros": sum(t.numel() for t in parts[1:]), **acts}
+                       "codes": enc.codes.numel(), "zeros": sum(t.numel() for t in parts[1:]), **acts,
+                       **({} if layout == ROWS else {"layout": layout.name})}
     site_bytes = _nbytes(tensors)
     other = {n: sixteen_bit(p).cpu().contiguous() for n, p in model.named_parameters() if n not in site_params}
     buffers = {n: b.detach().cpu().clone().contiguous() for n, b in model.named_buffers()}
@@ -130,15 +134,17 @@ def decode_site(f, pname: str, info: dict) -> torch.Tensor:
     """Decode one site's weight (float32) from an open safetensors file."""
     fmt = get_format(info["format"])
     shape = tuple(info["shape"])
+    layout = get_layout(info.get("layout"))  # files without one were written in the `rows` layout
     stream = unpack_bits(f.get_tensor(f"{pname}:packed"), info["code_bits"], info["codes"] + info["zeros"])
-    rows = shape[0] if len(shape) >= 2 else 1
+    matrix = layout.matrix_shape(shape)
+    rows = matrix[0] if len(matrix) >= 2 else 1
     codes = stream[: info["codes"]].reshape(rows, -1) if info["codes"] else stream[:0].reshape(rows, 0)
     zeros = stream[info["codes"]:] if info["zeros"] else None
     scales = {k.split(":", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(f"{pname}:")
               and k != f"{pname}:packed"}
     from .rounding.awq import decode
 
-    return decode(fmt, Encoded(codes, info["code_bits"], scales, zeros), shape)  # AWQ's input scale too
+    return decode(fmt, Encoded(codes, info["code_bits"], scales, zeros), shape, layout)  # AWQ's input scale too
 
 
 def load_packed(path: str | Path, model: nn.Module) -> nn.Module:

@@ -3,6 +3,7 @@ long as a measurement takes. Below the estimators and plans, so both can measure
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import torch
@@ -10,7 +11,8 @@ from torch import nn
 
 from .activations import ActParams, act_functions, insert
 from .data import CalibrationData
-from .formats import get_choice
+from .formats import ROWS, WeightLayout, get_choice
+from .model import site_layouts
 from .rounding import rounded
 
 
@@ -21,19 +23,23 @@ def _param(model: nn.Module, site: str) -> torch.Tensor:
         return model.get_parameter(site)
 
 
-def quantize_weights_(model: nn.Module, assignments: dict[str, str]) -> nn.Module:
+def quantize_weights_(model: nn.Module, assignments: dict[str, str],
+                      layouts: Mapping[str, WeightLayout] | None = None) -> nn.Module:
     """In place: replace each named site's weight by its simulated-quantized value (rounded by the
-    active `mpsearch.rounding`, round-to-nearest by default)."""
+    active `mpsearch.rounding`, round-to-nearest by default). `layouts`: site -> `Site.layout`; by
+    default from the model's sites (`model.site_layouts`), so a MoE experts weight is read as experts."""
+    if assignments and layouts is None:
+        layouts = site_layouts(model)
     with torch.no_grad():
         for site, name in assignments.items():
             p = _param(model, site)
-            p.copy_(rounded(p, get_choice(name).weight))
+            p.copy_(rounded(p, get_choice(name).weight, layouts.get(site, ROWS)))
     return model
 
 
 @contextmanager
 def quantized(model: nn.Module, assignments: dict[str, str], acts: ActParams | None = None,
-              data: CalibrationData | None = None):
+              data: CalibrationData | None = None, layouts: Mapping[str, WeightLayout] | None = None):
     """Temporarily quantize `model` in place (cheaper than a copy when measuring many plans).
 
     For `WEIGHT:ACT` choices the site inputs are fake-quantized too, with the per-tensor parameters
@@ -45,7 +51,7 @@ def quantized(model: nn.Module, assignments: dict[str, str], acts: ActParams | N
     saved = {s: _param(model, s).detach().to("cpu", copy=True) for s in assignments}
     remove = insert(model, fns)
     try:
-        yield quantize_weights_(model, assignments)
+        yield quantize_weights_(model, assignments, layouts)
     finally:
         remove()
         with torch.no_grad():

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..apply import _check, _param
 from ..errors import ExportError
-from ..formats import Choice, get_choice
+from ..formats import EXPERTS, ROWS, Choice, WeightLayout, get_choice
+from ..model import site_layouts
 from ..plan import Plan
 
 
@@ -39,6 +40,7 @@ class SiteWeight:
     choice: Choice
     weight: torch.Tensor
     record: dict
+    layout: WeightLayout = ROWS  # the site's (`Site.layout`): MoE experts are (E·out, in) rows
 
 
 def plan_weights(model: nn.Module, plan: Plan | str | Path) -> tuple[Plan, list[SiteWeight]]:
@@ -47,11 +49,23 @@ def plan_weights(model: nn.Module, plan: Plan | str | Path) -> tuple[Plan, list[
         plan = Plan.load(plan)
     _check(model, plan)
     names = {id(p): n for n, p in model.named_parameters()}
+    layouts = site_layouts(model)
     out = []
     for site, fmt in plan.assignments.items():
         p = _param(model, site)
-        out.append(SiteWeight(site, names[id(p)], get_choice(fmt), p.detach().cpu().float(), plan.sites.get(site, {})))
+        out.append(SiteWeight(site, names[id(p)], get_choice(fmt), p.detach().cpu().float(), plan.sites.get(site, {}),
+                              layouts.get(site, ROWS)))
     return plan, out
+
+
+def quantized_experts(w: SiteWeight, runtime: str) -> str | None:
+    """Why `runtime`'s exporter refuses `w`: a quantized MoE experts weight it has no layout for (it loads
+    experts per expert and projection, where mpsearch holds transformers 5's fused 3-D weight); None
+    for any other site."""
+    if w.layout != EXPERTS or w.choice.weight.is_full_precision:
+        return None
+    return (f"{runtime} has no layout for a quantized fused MoE experts weight; keep experts at bf16 "
+            "with --pin '*experts*=bf16' or plan with the runtime's --target, whose profile keeps them 16-bit")
 
 
 def refuse_unsupported(what: str, items: list[SiteWeight], why: Callable[[SiteWeight], str | None],

@@ -28,13 +28,24 @@ from torch import nn
 from ..activations import plan_params
 from ..plan import Plan
 from ..quantize import sixteen_bit
-from ._common import ExportResult, SiteWeight, atomic_dir, need, plan_weights, predicted_bytes, refuse_unsupported
+from ._common import (
+    ExportResult,
+    SiteWeight,
+    atomic_dir,
+    need,
+    plan_weights,
+    predicted_bytes,
+    quantized_experts,
+    refuse_unsupported,
+)
 
 
 def why_not(w: SiteWeight) -> str | None:
     f, a = w.choice.weight, w.choice.act
     if f.is_full_precision:
         return None
+    if why := quantized_experts(w, "compressed-tensors"):
+        return why
     if f.family == "int":
         if f.asym:
             return ("asymmetric zero-points do not load through transformers with compressed-tensors 0.20; "

@@ -29,7 +29,15 @@ from torch import nn
 from .._version import __version__
 from ..activations import plan_params
 from ..plan import Plan
-from ._common import ExportResult, SiteWeight, atomic_dir, plan_weights, predicted_bytes, refuse_unsupported
+from ._common import (
+    ExportResult,
+    SiteWeight,
+    atomic_dir,
+    plan_weights,
+    predicted_bytes,
+    quantized_experts,
+    refuse_unsupported,
+)
 
 
 def quant_algo(w: SiteWeight) -> tuple[str, int | None] | None:
@@ -50,6 +58,8 @@ def quant_algo(w: SiteWeight) -> tuple[str, int | None] | None:
 def why_not(w: SiteWeight) -> str | None:
     if w.choice.weight.is_full_precision and w.choice.act is None:
         return None
+    if why := quantized_experts(w, "a ModelOpt checkpoint"):
+        return why
     if quant_algo(w) is None:
         return "ModelOpt stores FP8 (per tensor, fp8 activations), INT8 SmoothQuant, W4A16 AWQ (int4_g128), NVFP4"
     if quant_algo(w)[0] == "W4A16_AWQ" and w.weight.shape[0] % 2:

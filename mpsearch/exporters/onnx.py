@@ -37,7 +37,16 @@ from torch import nn
 from ..activations import plan_params
 from ..errors import ExportError
 from ..plan import Plan
-from ._common import ExportResult, SiteWeight, atomic_file, need, plan_weights, predicted_bytes, refuse_unsupported
+from ._common import (
+    ExportResult,
+    SiteWeight,
+    atomic_file,
+    need,
+    plan_weights,
+    predicted_bytes,
+    quantized_experts,
+    refuse_unsupported,
+)
 from .onnx_nodes import (
     MS_DOMAIN,
     conv_dq_nodes,
@@ -58,6 +67,8 @@ _HOIST = {"MaxPool", "Flatten", "Reshape"}  # ops an activation grid passes thro
 def why_not(w: SiteWeight) -> str | None:
     """None if ONNX Runtime's CPU kernels run this site's choice, else why not."""
     f, a = w.choice.weight, w.choice.act
+    if why := quantized_experts(w, "ONNX Runtime"):
+        return why
     if f.is_full_precision:
         ok = True
     elif f.family == "int":

@@ -22,9 +22,11 @@
   (`awq_in`, 16 bits per input column, in the exported bytes; the plan's budget does not count it).
 - `awq+gptq`: the same scales, with the scaled weight rounded by GPTQ (fixed-grid formats; others RTN).
 
-While a `Rounding` is active for a model (`with rounding.active(model):`), `rounded(param, fmt)` and
-`encoded(param, fmt)` give that rounding; `apply`, `export`, the guard and the estimators call them,
-so Ω is estimated for the weights that ship. The rounded weights are cached per (site, format).
+While a `Rounding` is active for a model (`with rounding.active(model):`), `rounded(param, fmt, layout)` and
+`encoded(param, fmt, layout)` give that rounding (`layout`: the site's `WeightLayout`; MoE experts, the
+`experts` layout, have no input Hessian and are always rounded to nearest); `apply`, `export`, the guard
+and the estimators call them, so Ω is estimated for the weights that ship. The rounded weights are
+cached per (site, format).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from ..formats import Encoded, Format
+from ..formats import ROWS, Encoded, Format, WeightLayout
 
 ROUNDINGS = ("rtn", "gptq", "awq", "awq+gptq")
 AUTO = "auto"
@@ -179,7 +181,9 @@ class Rounding:
             self.hessians, self.abs_means = input_statistics(model, data)
             self.linear = {p for p, m in _hessian_modules(model).items() if isinstance(m, nn.Linear)}
 
-    def applies(self, pname: str | None, fmt: Format) -> bool:
+    def applies(self, pname: str | None, fmt: Format, layout: WeightLayout = ROWS) -> bool:
+        if layout != ROWS:  # the statistics are of Linear/Conv inputs: a MoE experts weight rounds to nearest
+            return False
         if self.name == "gptq":
             return pname in self.hessians and hasattr(fmt, "grid_params")
         return self.name != "rtn" and pname in self.hessians and pname in self.linear
@@ -206,20 +210,20 @@ class Rounding:
         return awq_encode(fmt, weight, self.hessians[pname], self.abs_means[pname],
                           grid=self.settings.get("grid", GRID), inner=inner)
 
-    def encoded(self, param: torch.Tensor, fmt: Format) -> Encoded:
+    def encoded(self, param: torch.Tensor, fmt: Format, layout: WeightLayout = ROWS) -> Encoded:
         pname = self._params.get(id(param))
-        if not self.applies(pname, fmt):
-            return fmt.encode(param.detach())
+        if not self.applies(pname, fmt, layout):
+            return layout.encode(fmt, param.detach())
         key = (pname, fmt.name)
         if key not in self._cache:  # computed where the statistics are (the model's device), kept on the host
             enc = self._encode(pname, fmt, param.detach().to(self.hessians[pname].device))
             self._cache[key] = _on_host(enc)
         return self._cache[key]
 
-    def rounded(self, param: torch.Tensor, fmt: Format) -> torch.Tensor:
+    def rounded(self, param: torch.Tensor, fmt: Format, layout: WeightLayout = ROWS) -> torch.Tensor:
         pname = self._params.get(id(param))
-        if not self.applies(pname, fmt):
-            return fmt.quantize(param.detach())
+        if not self.applies(pname, fmt, layout):
+            return layout.quantize(fmt, param.detach())
         from .awq import decode
 
         enc = self.encoded(param, fmt)
@@ -255,15 +259,17 @@ def rounding_key() -> str:
     return "rtn" if r is None or r.name == "rtn" else f"{r.name}:{sorted(r.settings.items())}"
 
 
-def rounded(param: torch.Tensor, fmt: Format) -> torch.Tensor:
-    """`param` (a model parameter) simulated-quantized to `fmt` with the active rounding."""
+def rounded(param: torch.Tensor, fmt: Format, layout: WeightLayout = ROWS) -> torch.Tensor:
+    """`param` (a model parameter, laid out as `layout`: its site's `Site.layout`) simulated-quantized to
+    `fmt` with the active rounding."""
     r = _ACTIVE.get()
-    return fmt.quantize(param.detach()) if r is None else r.rounded(param, fmt)
+    return layout.quantize(fmt, param.detach()) if r is None else r.rounded(param, fmt, layout)
 
 
-def encoded(param: torch.Tensor, fmt: Format) -> Encoded:
+def encoded(param: torch.Tensor, fmt: Format, layout: WeightLayout = ROWS) -> Encoded:
+    """The stored form of `param` (laid out as `layout`) in `fmt`, with the active rounding."""
     r = _ACTIVE.get()
-    return fmt.encode(param.detach()) if r is None else r.encoded(param, fmt)
+    return layout.encode(fmt, param.detach()) if r is None else r.encoded(param, fmt, layout)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import Encoded
+from ..formats import ROWS, Encoded, WeightLayout
 from ..formats._base import as_rows
 
 GRID = 20
@@ -35,10 +35,11 @@ def awq_scales(xabs: torch.Tensor, alpha: float) -> torch.Tensor:
     return s.to(torch.float16)
 
 
-def decode(fmt, enc: Encoded, shape: tuple[int, ...]) -> torch.Tensor:
-    """Ŵ from a stored form that may carry AWQ's `awq_in` (then Q(W·diag(s))·diag(1/s))."""
+def decode(fmt, enc: Encoded, shape: tuple[int, ...], layout: WeightLayout = ROWS) -> torch.Tensor:
+    """Ŵ from a stored form that may carry AWQ's `awq_in` (then Q(W·diag(s))·diag(1/s)); AWQ scales only
+    Linear sites (`rows`), so any other layout has no `awq_in`."""
     if KEY not in enc.scales:
-        return fmt.decode(enc, shape)
+        return layout.decode(fmt, enc, shape)
     s = enc.scales[KEY].float()
     inner = Encoded(enc.codes, enc.code_bits, {k: v for k, v in enc.scales.items() if k != KEY}, enc.zeros)
     w = as_rows(fmt.decode(inner, shape).float()) / s

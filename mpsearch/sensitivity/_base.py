@@ -127,6 +127,6 @@ def weight_perturbation(model: nn.Module, sites: list[Site], choices: list[Choic
             p = model.get_parameter(s.param)
             w = p.detach()
             for c in choices:
-                d = (rounded(p, c.weight) - w).float()  # the active rounding: Ω for the weights that ship
+                d = (rounded(p, c.weight, s.layout) - w).float()  # the active rounding: Ω for the weights that ship
                 rows.append({"site": s.name, "format": c.name, "dw2": float(d.pow(2).sum())})
     return pd.DataFrame(rows)

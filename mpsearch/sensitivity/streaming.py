@@ -178,9 +178,10 @@ class _Block:
 
     def attach(self, params: dict, choices: list[Choice]) -> None:
         """Round the group's weights to every candidate (the active rounding) and hook the module."""
-        local = {s.param[len(self.prefix) + 1:] if self.prefix else s.param: params[s.param] for s in self.sites}
+        local = {s.param[len(self.prefix) + 1:] if self.prefix else s.param: (params[s.param], s.layout)
+                 for s in self.sites}
         with torch.no_grad():
-            self.weights = {c.name: {k: rounded(p, c.weight).detach().to(p.dtype) for k, p in local.items()}
+            self.weights = {c.name: {k: rounded(p, c.weight, lay).detach().to(p.dtype) for k, (p, lay) in local.items()}
                             for c in choices}
         self.S = {c.name: [None, None] for c in choices}
 
@@ -636,7 +637,7 @@ class _Pass:
             p = self.model.get_parameter(s.param)
             w = p.detach()
             for c in self.choices:
-                dw = (rounded(p, c.weight) - w).float()  # the active rounding (GPTQ/AWQ): Ω for what ships
+                dw = (rounded(p, c.weight, s.layout) - w).float()  # the active rounding (GPTQ/AWQ): Ω for what ships
                 om, se = 0.0, 0.0
                 for st in self.linear.get(s.name, []):
                     if st.n[0] or st.n[1]:

@@ -50,7 +50,7 @@ def _quantized_output(tap: SiteTap, choice: Choice, weight_only: bool = False) -
     x = tap.inp
     if choice.act is not None and tap.kind != "embedding":
         x = choice.act.act_quantize(x, tap.act_params[choice.act.name])  # the static scale `apply` uses
-    w = tap.weight.detach() if weight_only else rounded(tap.weight, choice.weight)
+    w = tap.weight.detach() if weight_only else rounded(tap.weight, choice.weight, tap.site.layout)
     with torch.no_grad():
         return tap.forward_with(x, w)
 
@@ -123,7 +123,7 @@ class _GradientEstimator(Estimator):
         """Per micro-batch: one forward with taps, one backward per output column -> [(sites, samples, choices)]."""
         for t in taps.taps:
             t.act_params = acts.get(t.site.name, {})
-        dw = [[rounded(t.weight, c.weight) - t.weight.detach() for c in choices] for t in taps.taps]
+        dw = [[rounded(t.weight, c.weight, t.site.layout) - t.weight.detach() for c in choices] for t in taps.taps]
         samples = []
         for b in batches:
             taps.reset(b.size)

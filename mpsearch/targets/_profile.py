@@ -100,7 +100,7 @@ class Target:
         if any(site.name == k or site.name.endswith("." + k) for k in self.keep_names):
             return f"{self.name} loads {site.name} unquantized"
         t = traits(choice.weight)
-        k = col_count(site.shape)
+        k = col_count(site.layout.matrix_shape(site.shape))
         if site.shape and self.block_divides_k and t["granularity"] in ("g", "block") and t["group"] and k % t["group"]:
             return f"its {t['granularity'] == 'g' and 'group' or 'block'} of {t['group']} does not divide K={k}"
         reasons = []

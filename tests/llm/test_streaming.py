@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mpsearch.data import as_data
 from mpsearch.formats import parse_choices
 from mpsearch.hf import prepare
-from mpsearch.model import sites
+from mpsearch.model import site_layouts, sites
 from mpsearch.objectives import get_objective
 from mpsearch.sensitivity import get_estimator
 
@@ -89,7 +89,10 @@ def _block_reference(model, micro, parent, params, choice, seed=0):
         if not replay[0]:
             keep.update(args=args, kwargs=kwargs, y=out[0] if isinstance(out, tuple) else out)
 
-    q = {p[len(parent) + 1:]: choice.weight.quantize(model.get_parameter(p).detach()) for p in params}
+    layouts = site_layouts(model)  # MoE experts quantize per expert and output channel
+    q = {p[len(parent) + 1:]: layouts[p.removesuffix(".weight")].quantize(choice.weight,
+                                                                          model.get_parameter(p).detach())
+         for p in params}
     G, S, n = 0, 0, 0
     gen = torch.Generator().manual_seed(seed)
     handle = mod.register_forward_hook(hook, with_kwargs=True)
