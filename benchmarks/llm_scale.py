@@ -160,9 +160,12 @@ def plan_on_device(st: Steps, key: str, device: str, dtype, micro_batch: int, es
     table = st.run(label, "sensitivity (kfac, streamed blocks)",
                    lambda: mpsearch.sensitivity(model, data, estimator="kfac", formats=formats, cache=False,
                                                 rounding=rounding, **opts))
-    st.run(label, "search + guard (4.5bits)",
-           lambda: mpsearch.plan(model, data, budget="4.5bits", formats=formats, sensitivity=table, cache=False,
-                                 rounding=rounding))
+    plan = st.run(label, "search + guard (4.5bits)",
+                  lambda: mpsearch.plan(model, data, budget="4.5bits", formats=formats, sensitivity=table,
+                                        cache=False, rounding=rounding))
+    if plan is not None:  # what `auto` resolved to (rtn past GPTQ_AUTO_MAX_BYTES) and why
+        st.rows[-1]["step"] += f", rounding {plan.provenance['rounding']}"
+        print(f"  rounding: {plan.provenance['rounding']} ({plan.provenance.get('rounding_from', '')})", flush=True)
     st.rows.append({"model": label, "step": "default plan end to end", "seconds":
                     round(time.perf_counter() - t0, 2), "peak_gpu_GB": max(r["peak_gpu_GB"] for r in st.rows[-2:]),
                     "peak_host_GB": max(r["peak_host_GB"] for r in st.rows[-2:]), "error": ""})
