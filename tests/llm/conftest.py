@@ -78,3 +78,18 @@ def token_batch(n: int = 4, t: int = 12, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, VOCAB, (n, t + 1), generator=g)
     return {"x": {"input_ids": ids[:, :-1]}, "y": ids[:, 1:]}
+
+
+def cli_plan(checkpoint, text, tmp_path, samples: int):
+    """`mpsearch plan DIR --data TEXT --budget 4.5bits` over int2/int4/int8/bf16: the saved plan, made with
+    kfac (the language-model default) and within its budget."""
+    from mpsearch.cli import main
+    from mpsearch.plan import Plan
+
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(checkpoint), "--data", str(text), "--seq-len", "16", "--samples", str(samples),
+                 "--budget", "4.5bits", "--formats", "int2,int4,int8,bf16", "-o", str(out), "--no-cache"]) == 0
+    plan = Plan.load(out)
+    assert plan.provenance["estimator"] == "kfac"
+    assert plan.totals["avg_bits"] <= 4.5 + 1e-9
+    return plan

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 import mpsearch
-from mpsearch.cli import main
 from mpsearch.hf import fused_ties, load_pretrained, prepare
 from mpsearch.model import sites
 from mpsearch.plan import Plan
 
-from .conftest import FAMILIES, tiny, token_batch
+from .conftest import FAMILIES, cli_plan, tiny, token_batch
 
 _QKV = tuple(f"model.layers.{{i}}.self_attn.{p}_proj" for p in "qkv")
 _GATE_UP = ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj")
@@ -49,13 +48,7 @@ def text(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_cli_plans_each_family_with_its_fused_groups_tied(kind, checkpoints, text, tmp_path):
-    out = tmp_path / "plan.json"
-    rc = main(["plan", str(checkpoints[kind]), "--data", str(text), "--seq-len", "16", "--samples", "4",
-               "--budget", "4.5bits", "--formats", "int2,int4,int8,bf16", "-o", str(out), "--no-cache"])
-    assert rc == 0
-    plan = Plan.load(out)
-    assert plan.provenance["estimator"] == "kfac"
-    assert plan.totals["avg_bits"] <= 4.5 + 1e-9
+    plan = cli_plan(checkpoints[kind], text, tmp_path, samples=4)
     routers = {n for g in _per_layer([ROUTERS.get(kind, ())]) for n in g}
     assert routers.isdisjoint(plan.assignments)  # not searched: they stay 16-bit, as runtimes keep them
     assert all(s.name in routers for s in sites(tiny(kind)) if s.name not in plan.assignments)

@@ -13,7 +13,7 @@ from mpsearch.hf import fused_ties, head_and_embedding_sites, load_pretrained
 from mpsearch.model import sites
 from mpsearch.plan import Plan
 
-from .conftest import tiny, token_batch
+from .conftest import cli_plan, tiny, token_batch
 
 
 def test_checkpoint_loads_prepared_and_equal_to_the_saved_model(checkpoints):
@@ -71,13 +71,7 @@ def test_cli_plan_on_checkpoint_with_text(kind, checkpoints, tmp_path, capsys):
     from mpsearch.examples.tiny_decoder import HELDOUT_MODULES, module_text
 
     text.write_text(module_text(HELDOUT_MODULES)[:4000])
-    out = tmp_path / "plan.json"
-    rc = main(["plan", str(checkpoints[kind]), "--data", str(text), "--seq-len", "16", "--samples", "8",
-               "--budget", "4.5bits", "--formats", "int2,int4,int8,bf16", "-o", str(out), "--no-cache"])
-    assert rc == 0
-    plan = Plan.load(out)
-    assert plan.provenance["estimator"] == "kfac"
-    assert plan.totals["avg_bits"] <= 4.5 + 1e-9
+    plan = cli_plan(checkpoints[kind], text, tmp_path, samples=8)
     # tie groups honoured: fused projections share one format
     for group in fused_ties(list(plan.assignments)):
         assert len({plan.assignments[s] for s in group}) == 1, group
