@@ -25,7 +25,7 @@ def sensitivity(model: nn.Module, data, *, estimator: str | None = None, formats
                 cache: bool = True, rounding: str = "auto", **settings) -> SensitivityTable:
     """Ω(site, format) with error bars from the named estimator (`**settings` go to the estimator), each
     format's damage that of its weights as `rounding` rounds them (as in `plan`: auto = gptq when every
-    quantized layer is a Linear, else rtn).
+    quantized layer is a Linear and GPTQ's statistics fit `rounding.GPTQ_AUTO_MAX_BYTES`, else rtn).
 
     Estimators: hessian (auto: exact Gauss-Newton or Hutchinson; the default), fisher, taylor, output, measured,
     kfac (block-streamed; the default for a Hugging Face causal LM).
@@ -65,7 +65,8 @@ def plan(model: nn.Module, data=None, budget: str | Budget | list | None = None,
     LM head at 16 bits.
     `exclude`: site-name patterns (fnmatch, or `re:REGEX`) kept 16-bit; `pin`: `PATTERN=FORMAT` rules
     (or a dict) giving those sites exactly FORMAT (`mpsearch.scope`); both still count in the totals.
-    `rounding`: `auto` (default: `gptq` for a model of Linear layers, else `rtn`), `rtn`, `gptq`, `awq` or
+    `rounding`: `auto` (default: `gptq` for a model of Linear layers whose float64 input Hessians fit
+    `rounding.GPTQ_AUTO_MAX_BYTES`, 2 GiB, else `rtn`; `provenance.rounding_from` says why), `rtn`, `gptq`, `awq` or
     `awq+gptq` (`mpsearch.rounding`): how weights are rounded when scoring, measuring and applying the plan
     (`apply`/`export` of a non-`rtn` plan take `data=`). `target` (`vllm`,
     `tensorrt-llm`, `llama.cpp`, `onnxruntime`, or a profile .toml) restricts each site to what that runtime
