@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import NoQuantizableSites
-from .formats import WeightLayout, layout_for
+from .layout import WeightLayout, layout_for
 
 _MODULE_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Linear, "linear"),
@@ -67,7 +67,7 @@ class Site:
 
     @property
     def layout(self) -> WeightLayout:
-        """How a format reads this weight (MoE experts: (E·out, in) rows; see `formats.WeightLayout`)."""
+        """How a format reads this weight (MoE experts: (E·out, in) rows; see `layout.WeightLayout`)."""
         return layout_for(self.kind)
 
     @property

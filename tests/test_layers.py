@@ -20,7 +20,7 @@ SOURCES = {"mpsearch": "mpsearch", "objectives": "mpsearch.objectives", "hardwar
 # (estimators vs cost models) may not import each other. This is the one place the map is written.
 LAYERS: list[list[list[str]]] = [
     [["mpsearch._version", "mpsearch.errors", "mpsearch.registry", "mpsearch.params", "mpsearch.cache_root",
-      "mpsearch.io", "mpsearch.model", "mpsearch.data", "mpsearch.budget", "mpsearch.objectives",
+      "mpsearch.io", "mpsearch.layout", "mpsearch.model", "mpsearch.data", "mpsearch.budget", "mpsearch.objectives",
       "mpsearch.validate", "mpsearch.coverage", "mpsearch.pytree_types", "mpsearch.static_batch",
       "mpsearch.hf", "mpsearch.text", "mpsearch.memo", "mpsearch.distributed"]],
     [["mpsearch.formats"]],

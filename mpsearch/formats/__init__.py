@@ -8,6 +8,7 @@ A `WeightLayout` (from a site's kind, `layout_for`) says which dims of a weight 
 rows and reduction: MoE experts (E, out, in) quantize as (E·out, in).
 """
 
+from ..layout import EXPERTS, ROWS, WeightLayout, get_layout, layout_for
 from . import _float, _gguf, _integer, _mx, _nvfp4  # noqa: F401  (register the families)
 from ._base import (
     Choice,
@@ -22,7 +23,6 @@ from ._base import (
     register_family,
 )
 from ._elements import E2M1, E2M3, E3M2, E4M3, E5M2, INT8, IntElement, Minifloat
-from ._layout import EXPERTS, ROWS, WeightLayout, get_layout, layout_for
 
 # Without a hardware target (and for `sensitivity`); a target's spec names its own (`default_formats`).
 DEFAULT_FORMATS = ["int2", "int3", "int4", "int5", "int6", "int8", "bf16"]

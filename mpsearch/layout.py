@@ -8,6 +8,9 @@ all the trailing dims. A Mixture-of-Experts weight (`Site.kind == "experts"`, tr
 NVFP4 blocks run along `in`, as vLLM's fused MoE, llama.cpp and ModelOpt store experts. A 3-D conv1d
 weight has the same rank as an experts weight, so the layout comes from the site's kind, never from the
 shape. Per tensor stays one scale for the whole weight in either layout.
+
+It sits below `mpsearch.formats` (`Site.layout` needs it), so a layout takes any `formats.Format` as `fmt`
+and calls only its quantize/encode/decode/storage_bits; `mpsearch.formats` re-exports it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import FormatError
-from ._base import Encoded, Format
+from .errors import FormatError
 
 
 @dataclass(frozen=True)
@@ -39,18 +41,18 @@ class WeightLayout:
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(self.matrix_shape(tuple(x.shape)))
 
-    def quantize(self, fmt: Format, x: torch.Tensor) -> torch.Tensor:
+    def quantize(self, fmt, x: torch.Tensor) -> torch.Tensor:
         """`fmt.quantize` of `x` in this layout, shaped as `x`."""
         return fmt.quantize(self._matrix(x)).reshape(x.shape)
 
-    def encode(self, fmt: Format, x: torch.Tensor) -> Encoded:
+    def encode(self, fmt, x: torch.Tensor):
         """The stored form of `x` in this layout; its codes are the matrix's rows."""
         return fmt.encode(self._matrix(x))
 
-    def decode(self, fmt: Format, enc: Encoded, shape: tuple[int, ...]) -> torch.Tensor:
+    def decode(self, fmt, enc, shape: tuple[int, ...]) -> torch.Tensor:
         return fmt.decode(enc, self.matrix_shape(shape)).reshape(shape)
 
-    def storage_bits(self, fmt: Format, shape: tuple[int, ...]) -> int:
+    def storage_bits(self, fmt, shape: tuple[int, ...]) -> int:
         return fmt.storage_bits(self.matrix_shape(shape))
 
     def __str__(self) -> str:
