@@ -138,14 +138,13 @@ def router_sites(model: nn.Module, site_names: list[str]) -> list[str]:
     """The sites of MoE routers: the Linear weights beside an experts block that score the experts
     (`mlp.gate`, num_experts outputs) or gate a shared expert (`shared_expert_gate`, one output). Routers
     are tiny and pick which experts run, so the planner keeps them 16-bit, as vLLM, llama.cpp and ModelOpt do."""
-    names, out = set(site_names), []
-    for parent in {m.rpartition(".")[0] for m in {p.rpartition(".")[0] for p in experts_modules(model)}}:
-        n_exp = next(p.shape[0] for q, p in model.named_parameters() if q.startswith(parent + ".experts."))
-        for cname, child in model.get_submodule(parent).named_children():
-            w = getattr(child, "weight", None)
-            site = f"{parent}.{cname}"
+    names, out = set(site_names), set()
+    for fqn in experts_modules(model):  # <block>.<experts>.<projection>: the router sits in <block>
+        block, n_exp = fqn.rsplit(".", 2)[0], model.get_parameter(fqn).shape[0]
+        for cname, child in model.get_submodule(block).named_children():
+            w, site = getattr(child, "weight", None), f"{block}.{cname}"
             if site in names and isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[0] in (1, n_exp):
-                out.append(site)
+                out.add(site)
     return sorted(out)
 
 

@@ -333,10 +333,12 @@ def _site_kinds(model: nn.Module):
 
 
 def site_layouts(model: nn.Module) -> dict[str, WeightLayout]:
-    """site name -> its `WeightLayout`, from the sites' kinds as `sites` finds them (no forward pass), for
-    callers that hold only site names (`quantize.quantize_weights_`)."""
-    kinds, _, _ = _site_kinds(model)
-    return {_site_name(p): layout_for(k) for p, k in kinds.items()}
+    """site name -> its `WeightLayout` for the sites not read as `rows` (MoE experts weights, the only
+    sites of kind "experts"), for callers that hold only site names: look a site up with
+    `.get(site, ROWS)`. No forward pass, and no model walk for a model without experts."""
+    from .hf import experts_modules
+
+    return {_site_name(p): layout_for("experts") for p in experts_modules(model)}
 
 
 def sites(model: nn.Module, example=None) -> list[Site]:

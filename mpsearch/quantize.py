@@ -28,8 +28,8 @@ def quantize_weights_(model: nn.Module, assignments: dict[str, str],
     """In place: replace each named site's weight by its simulated-quantized value (rounded by the
     active `mpsearch.rounding`, round-to-nearest by default). `layouts`: site -> `Site.layout`; by
     default from the model's sites (`model.site_layouts`), so a MoE experts weight is read as experts."""
-    if layouts is None:  # only a 3-D weight can be an experts weight: skip the model walk (6 ms at 22 blocks)
-        layouts = site_layouts(model) if any(_param(model, s).dim() >= 3 for s in assignments) else {}
+    if layouts is None:
+        layouts = site_layouts(model)
     with torch.no_grad():
         for site, name in assignments.items():
             p = _param(model, site)

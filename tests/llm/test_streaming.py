@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mpsearch.data import as_data
-from mpsearch.formats import parse_choices
+from mpsearch.formats import ROWS, parse_choices
 from mpsearch.hf import prepare
 from mpsearch.model import site_layouts, sites
 from mpsearch.objectives import get_objective
@@ -90,9 +90,8 @@ def _block_reference(model, micro, parent, params, choice, seed=0):
             keep.update(args=args, kwargs=kwargs, y=out[0] if isinstance(out, tuple) else out)
 
     layouts = site_layouts(model)  # MoE experts quantize per expert and output channel
-    q = {p[len(parent) + 1:]: layouts[p.removesuffix(".weight")].quantize(choice.weight,
-                                                                          model.get_parameter(p).detach())
-         for p in params}
+    q = {p[len(parent) + 1:]: layouts.get(p.removesuffix(".weight"), ROWS).quantize(
+        choice.weight, model.get_parameter(p).detach()) for p in params}
     G, S, n = 0, 0, 0
     gen = torch.Generator().manual_seed(seed)
     handle = mod.register_forward_hook(hook, with_kwargs=True)
